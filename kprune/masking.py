@@ -1,0 +1,612 @@
+"""The mask engine: the one place where importance scores become masks.
+
+Every pruning method in kprune (magnitude pruning during `fit`, pruning at
+initialisation, channel scoring for filter pruning) produces a *score* per
+weight, where a higher score means "more important, keep". This module turns
+those scores into binary keep-masks. Nothing else in kprune selects weights.
+
+Two ideas are kept apart:
+
+* **Granularity** says which weights are removed together. `Unstructured()`
+  removes single weights, `Block((r, c))` removes whole blocks, `NM(n, m)`
+  removes `n` of every `m` consecutive weights along the input axis, and
+  `Channel()` removes whole output channels.
+* **Scope** says over what the threshold is taken: `"layer"` gives every
+  tensor its own threshold, `"global"` takes one threshold over all tensors.
+
+Selection rule (documented, deterministic, exact):
+
+* a tensor (or group set) of `n` items at sparsity `s` keeps exactly
+  `round(n * (1 - s))` items, where `round` is round-half-to-even
+  (`numpy.round`, the same rule as `tf.round`);
+* items with higher scores are kept first;
+* among items with *equal* scores, the one that comes first in C order
+  (lower flat index) is kept first. This equals
+  `numpy.argsort(-scores, kind="stable")[:k]`;
+* NaN scores count as the lowest possible score.
+
+The threshold is found by selection (`numpy.partition`, introselect, O(n)),
+never by a full sort.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+__all__ = [
+    "Layout",
+    "Granularity",
+    "Unstructured",
+    "Block",
+    "NM",
+    "Channel",
+    "kept_count",
+    "select_top_k",
+    "compute_mask",
+    "compute_masks",
+    "get_granularity",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the input and output channels live in a weight tensor.
+
+    Args:
+        in_axis: axis of input channels (e.g. 0 for a Dense kernel
+            `[in, out]`, -2 for a Conv2D kernel `[kh, kw, in, out]`), or None
+            when the tensor has no input-channel axis.
+        out_axis: axis of output channels/units (e.g. -1 for Dense and
+            Conv2D, -2 for Conv2DTranspose), or None.
+    """
+
+    in_axis: int | None = 0
+    out_axis: int | None = -1
+
+
+DENSE_LAYOUT = Layout(in_axis=0, out_axis=-1)
+
+
+def kept_count(n, sparsity):
+    """Number of items kept out of `n` at `sparsity`: `round(n * (1 - s))`.
+
+    Rounding is half-to-even, like `numpy.round` and `tf.round`.
+    """
+    return int(np.round(n * (1.0 - float(sparsity))))
+
+
+def _clean(scores):
+    scores = np.asarray(scores)
+    if scores.dtype.kind != "f":
+        scores = scores.astype(np.float64)
+    if np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), -np.inf, scores)
+    return scores
+
+
+def select_top_k(scores, k):
+    """Boolean mask of the `k` highest scores, with the documented tie rule.
+
+    Args:
+        scores: array of any shape; it is treated in C (row-major) order.
+        k: number of items to keep.
+
+    Returns:
+        A bool array of the same shape with exactly `min(max(k, 0), size)`
+        True entries.
+
+    Example:
+    >>> select_top_k(np.array([3.0, 1.0, 3.0, 2.0]), 2)
+    array([ True, False,  True, False])
+    """
+    scores = _clean(scores)
+    flat = scores.reshape(-1)
+    n = flat.size
+    k = int(k)
+    if k >= n:
+        return np.ones(scores.shape, dtype=bool)
+    if k <= 0:
+        return np.zeros(scores.shape, dtype=bool)
+    # The k-th largest value, by introselect (O(n), no full sort).
+    threshold = np.partition(flat, n - k)[n - k]
+    keep = flat > threshold
+    missing = k - int(np.count_nonzero(keep))
+    if missing > 0:
+        ties = np.flatnonzero(flat == threshold)[:missing]
+        keep[ties] = True
+    return keep.reshape(scores.shape)
+
+
+# --------------------------------------------------------------------------
+# Granularities
+# --------------------------------------------------------------------------
+
+
+class Granularity:
+    """Base class: which weights are pruned together.
+
+    A granularity splits a score tensor into *groups*. `group_scores` pools
+    each group's scores into one number, and `expand` turns a keep-flag per
+    group back into a full-size mask. The engine then selects groups with
+    `select_top_k`. `NM` overrides `layer_mask` instead, since its rule is
+    local to each group of `m` weights.
+    """
+
+    #: Whether `scope="global"` can compare this granularity across tensors.
+    supports_global = True
+
+    def validate(self, shape, layout=DENSE_LAYOUT, name="weight"):
+        """Raise ValueError if this granularity cannot apply to `shape`."""
+
+    def group_scores(self, scores, layout=DENSE_LAYOUT):
+        """Returns `(pooled_scores, group_sizes)`: 1-D arrays, one per group."""
+        raise NotImplementedError
+
+    def expand(self, keep_groups, shape, layout=DENSE_LAYOUT):
+        """Turns a bool array per group into a bool mask of `shape`."""
+        raise NotImplementedError
+
+    def layer_mask(self, scores, sparsity, layout=DENSE_LAYOUT):
+        """Mask for one tensor with its own threshold (layer scope)."""
+        pooled, _ = self.group_scores(scores, layout)
+        keep = select_top_k(pooled, kept_count(pooled.size, sparsity))
+        return self.expand(keep, np.shape(scores), layout)
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Unstructured(Granularity):
+    """Prune individual weights (the default).
+
+    Example:
+    >>> Unstructured().layer_mask(np.array([0.1, 0.5, 0.3, 0.2]), 0.5)
+    array([False,  True,  True, False])
+    """
+
+    def group_scores(self, scores, layout=DENSE_LAYOUT):
+        flat = _clean(scores).reshape(-1)
+        return flat, None
+
+    def expand(self, keep_groups, shape, layout=DENSE_LAYOUT):
+        return np.asarray(keep_groups, dtype=bool).reshape(shape)
+
+    def layer_mask(self, scores, sparsity, layout=DENSE_LAYOUT):
+        scores = np.asarray(scores)
+        return select_top_k(scores, kept_count(scores.size, sparsity))
+
+
+def _as_matrix(shape):
+    """Rows/cols of the 2-D view of a kernel: `[prod(shape[:-1]), shape[-1]]`."""
+    if len(shape) < 2:
+        return None
+    return int(np.prod(shape[:-1])), int(shape[-1])
+
+
+class Block(Granularity):
+    """Prune whole `(r, c)` blocks of a kernel.
+
+    The kernel is viewed as the 2-D matrix `[prod(shape[:-1]), shape[-1]]`
+    (Dense: `[in, out]`; Conv: `[kh*kw*in, out]`, the im2col view). Each block
+    is scored by pooling the scores inside it (`pool="mean"` or `"max"`).
+    Edge blocks, when a dimension is not a multiple of the block, are smaller
+    and are pooled over the weights they have.
+
+    For a Dense layer, `Block((4, 1))` in the Keras `[in, out]` kernel is
+    TFLite's 1x4 block in its `[out, in]` layout: the pattern TFLite's sparse
+    FullyConnected kernel runs fast. For int8, use `Block((16, 1))`.
+
+    Args:
+        block_shape: `(r, c)`, both positive integers.
+        pool: `"mean"` or `"max"`.
+
+    Example:
+    >>> kprune.prune_low_magnitude(model, granularity=kprune.Block((4, 1)))
+    """
+
+    def __init__(self, block_shape=(4, 1), pool="mean"):
+        block_shape = tuple(block_shape)
+        if len(block_shape) != 2 or not all(
+            isinstance(b, (int, np.integer)) and b >= 1 for b in block_shape
+        ):
+            raise ValueError(
+                f"Block: block_shape must be two positive integers (r, c), "
+                f"got {block_shape!r}."
+            )
+        if pool not in ("mean", "max"):
+            raise ValueError(f"Block: pool must be 'mean' or 'max', got {pool!r}.")
+        self.block_shape = tuple(int(b) for b in block_shape)
+        self.pool = pool
+
+    def validate(self, shape, layout=DENSE_LAYOUT, name="weight"):
+        mat = _as_matrix(shape)
+        if mat is None:
+            raise ValueError(
+                f"Block{self.block_shape} needs a kernel of rank >= 2, but "
+                f"{name} has shape {tuple(shape)}."
+            )
+        r, c = self.block_shape
+        if r > mat[0] or c > mat[1]:
+            raise ValueError(
+                f"Block{self.block_shape} is larger than {name}, whose 2-D "
+                f"view [prod(shape[:-1]), shape[-1]] is {mat} (shape "
+                f"{tuple(shape)})."
+            )
+
+    def _padded(self, scores):
+        rows, cols = _as_matrix(scores.shape)
+        r, c = self.block_shape
+        br, bc = -(-rows // r), -(-cols // c)
+        mat = scores.reshape(rows, cols)
+        pad = np.full((br * r, bc * c), np.nan, dtype=np.float64)
+        pad[:rows, :cols] = mat
+        return pad.reshape(br, r, bc, c), (rows, cols, br, bc)
+
+    def group_scores(self, scores, layout=DENSE_LAYOUT):
+        scores = _clean(scores)
+        blocks, (rows, cols, br, bc) = self._padded(scores)
+        if self.pool == "mean":
+            pooled = np.nanmean(blocks, axis=(1, 3))
+        else:
+            pooled = np.nanmax(blocks, axis=(1, 3))
+        r, c = self.block_shape
+        sizes = np.outer(
+            np.minimum(r, rows - r * np.arange(br)), np.minimum(c, cols - c * np.arange(bc))
+        )
+        return pooled.reshape(-1), sizes.reshape(-1)
+
+    def expand(self, keep_groups, shape, layout=DENSE_LAYOUT):
+        rows, cols = _as_matrix(shape)
+        r, c = self.block_shape
+        br, bc = -(-rows // r), -(-cols // c)
+        keep = np.asarray(keep_groups, dtype=bool).reshape(br, bc)
+        full = np.repeat(np.repeat(keep, r, axis=0), c, axis=1)[:rows, :cols]
+        return full.reshape(shape)
+
+    def get_config(self):
+        return {"block_shape": self.block_shape, "pool": self.pool}
+
+
+class NM(Granularity):
+    """N:M sparsity: at least `n` zeros in every `m` consecutive weights.
+
+    Groups run along the input-channel axis (`layout.in_axis`), which is the
+    contiguous axis of TFLite's `[out, ..., in]` layout (tfmot's
+    `sparsity_m_by_n`). Within each group the lowest scores are zeroed.
+
+    The number of zeros per group follows the schedule: at sparsity `s` it is
+    `min(n, round(s * m))`, so a schedule that ends at `n / m` ends exactly at
+    the N:M pattern. When the input axis is not a multiple of `m`, the last
+    (tail) group of `t < m` weights gets `min(t, round(z * t / m))` zeros,
+    i.e. the same proportion.
+
+    Args:
+        n: zeros per group, `1 <= n < m`.
+        m: group length.
+
+    Example:
+    >>> kprune.prune_low_magnitude(
+    ...     model, kprune.ConstantSparsity(0.5), granularity=kprune.NM(2, 4))
+    """
+
+    supports_global = False
+
+    def __init__(self, n=2, m=4):
+        if not all(isinstance(v, (int, np.integer)) for v in (n, m)):
+            raise TypeError(f"NM: n and m must be integers, got n={n!r}, m={m!r}.")
+        if not 1 <= n < m:
+            raise ValueError(f"NM: need 1 <= n < m, got n={n}, m={m}.")
+        self.n, self.m = int(n), int(m)
+
+    def validate(self, shape, layout=DENSE_LAYOUT, name="weight"):
+        if layout.in_axis is None:
+            raise ValueError(f"NM({self.n}, {self.m}) needs an input-channel axis; {name} has none.")
+        length = shape[layout.in_axis]
+        if length < self.m:
+            raise ValueError(
+                f"NM({self.n}, {self.m}) needs at least m={self.m} weights along "
+                f"the input axis of {name}, which has {length} (shape {tuple(shape)})."
+            )
+
+    def zeros_per_group(self, sparsity):
+        return min(self.n, int(np.round(float(sparsity) * self.m)))
+
+    def layer_mask(self, scores, sparsity, layout=DENSE_LAYOUT):
+        scores = _clean(scores)
+        z = self.zeros_per_group(sparsity)
+        moved = np.moveaxis(scores, layout.in_axis, -1)
+        length = moved.shape[-1]
+        keep = np.ones(moved.shape, dtype=bool)
+        full = (length // self.m) * self.m
+        if z > 0 and full:
+            groups = moved[..., :full].reshape(moved.shape[:-1] + (full // self.m, self.m))
+            keep[..., :full] = _keep_top_along_last(groups, self.m - z).reshape(
+                moved.shape[:-1] + (full,)
+            )
+        tail = length - full
+        if tail:
+            zt = min(tail, int(np.round(z * tail / self.m)))
+            if zt > 0:
+                keep[..., full:] = _keep_top_along_last(moved[..., full:], tail - zt)
+        return np.moveaxis(keep, -1, layout.in_axis)
+
+    def get_config(self):
+        return {"n": self.n, "m": self.m}
+
+
+def _keep_top_along_last(values, k):
+    """Keep the k highest along the last axis; ties keep the earlier index."""
+    # A stable argsort of the negated values puts the highest first and, among
+    # equals, the lower index first. The last axis is short (m), so this is a
+    # sort of m items per group, not of the tensor.
+    order = np.argsort(-values, axis=-1, kind="stable")
+    keep = np.zeros(values.shape, dtype=bool)
+    np.put_along_axis(keep, order[..., :k], True, axis=-1)
+    return keep
+
+
+class Channel(Granularity):
+    """Prune whole output channels (filters or units) by their norm.
+
+    The score of a channel is the L1 norm (`sum |s|`) or the L2 norm
+    (`sqrt(sum s^2)`) of its scores over every axis but `layout.out_axis`.
+    With magnitude pruning the scores are `|w|`, so these are the filter
+    norms of Li et al. (2017). Filter pruning (`kprune.structured`) reads the
+    resulting zero channels.
+
+    Args:
+        norm: `"l1"` or `"l2"`.
+
+    Example:
+    >>> kprune.prune_low_magnitude(model, granularity=kprune.Channel("l2"))
+    """
+
+    def __init__(self, norm="l2"):
+        if norm not in ("l1", "l2"):
+            raise ValueError(f"Channel: norm must be 'l1' or 'l2', got {norm!r}.")
+        self.norm = norm
+
+    def validate(self, shape, layout=DENSE_LAYOUT, name="weight"):
+        if layout.out_axis is None:
+            raise ValueError(
+                f"Channel granularity needs an output-channel axis; {name} "
+                f"(shape {tuple(shape)}) has none."
+            )
+
+    def group_scores(self, scores, layout=DENSE_LAYOUT):
+        scores = _clean(scores)
+        moved = np.moveaxis(scores, layout.out_axis, -1).reshape(-1, scores.shape[layout.out_axis])
+        if self.norm == "l1":
+            pooled = np.abs(moved).sum(axis=0)
+        else:
+            pooled = np.sqrt(np.square(moved).sum(axis=0))
+        sizes = np.full(pooled.shape, moved.shape[0])
+        return pooled, sizes
+
+    def expand(self, keep_groups, shape, layout=DENSE_LAYOUT):
+        keep = np.asarray(keep_groups, dtype=bool)
+        view = [1] * len(shape)
+        view[layout.out_axis] = shape[layout.out_axis]
+        return np.broadcast_to(keep.reshape(view), shape).copy()
+
+    def get_config(self):
+        return {"norm": self.norm}
+
+
+_GRANULARITIES = {
+    "unstructured": Unstructured,
+    "block": Block,
+    "nm": NM,
+    "channel": Channel,
+}
+
+
+def get_granularity(identifier):
+    """Returns a Granularity from an instance, a name, or a config dict.
+
+    Args:
+        identifier: a `Granularity`, `None` / `"unstructured"`, or
+            `{"class_name": ..., "config": {...}}` as written by
+            `serialize_granularity`.
+    """
+    if identifier is None:
+        return Unstructured()
+    if isinstance(identifier, Granularity):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _GRANULARITIES:
+        return _GRANULARITIES[identifier.lower()]()
+    if isinstance(identifier, dict) and "class_name" in identifier:
+        cls = _GRANULARITIES.get(identifier["class_name"].lower())
+        if cls is not None:
+            return cls.from_config(identifier.get("config", {}))
+    raise ValueError(
+        f"granularity must be 'unstructured', kprune.Block((r, c)), "
+        f"kprune.NM(n, m) or kprune.Channel(norm); got {identifier!r}."
+    )
+
+
+def serialize_granularity(granularity):
+    return {"class_name": type(granularity).__name__, "config": granularity.get_config()}
+
+
+# --------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------
+
+
+def compute_mask(scores, sparsity, granularity=None, layout=DENSE_LAYOUT):
+    """Keep-mask for one tensor, with its own threshold (layer scope).
+
+    Args:
+        scores: importance per weight (higher = keep), any shape.
+        sparsity: fraction to remove, in [0, 1).
+        granularity: a `Granularity` (default `Unstructured()`).
+        layout: the tensor's `Layout`.
+
+    Returns:
+        A bool numpy array of `scores.shape`.
+    """
+    granularity = get_granularity(granularity)
+    return granularity.layer_mask(np.asarray(scores), sparsity, layout)
+
+
+def lamp_scores(scores):
+    """LAMP normalisation (Lee et al. 2021) of one tensor's scores.
+
+    Each score `s_u` becomes `s_u^2 / sum_{v: s_v >= s_u} s_v^2`, which makes
+    scores comparable across layers for a global threshold. The largest score
+    of every tensor maps to 1, so a global threshold below 1 never empties a
+    tensor.
+    """
+    flat = _clean(scores).reshape(-1).astype(np.float64)
+    sq = np.square(flat)
+    order = np.argsort(sq, kind="stable")  # ascending
+    sorted_sq = sq[order]
+    # suffix sums: sum over v with rank >= rank(u)
+    suffix = np.cumsum(sorted_sq[::-1])[::-1]
+    out = np.empty_like(sq)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[order] = np.where(suffix > 0, sorted_sq / suffix, 0.0)
+    return out.reshape(np.shape(scores))
+
+
+def compute_masks(
+    scores,
+    sparsity,
+    granularity=None,
+    layouts=None,
+    scope="layer",
+    normalize=None,
+    min_keep=1,
+):
+    """Keep-masks for many tensors: the engine every pruning method calls.
+
+    Args:
+        scores: dict `key -> score array` (higher = keep).
+        sparsity: float, or dict `key -> float`. In global scope, a dict entry
+            overrides the global threshold for that tensor (it gets its own
+            layer-scope mask at that sparsity), and the float applies to the
+            rest.
+        granularity: one `Granularity` for all, or dict `key -> Granularity`.
+        layouts: dict `key -> Layout` (default: Dense layout `[in, out]`).
+        scope: `"layer"` (a threshold per tensor) or `"global"` (one threshold
+            over every tensor not overridden).
+        normalize: global scope only: `None` compares raw scores, `"lamp"`
+            applies LAMP per tensor first.
+        min_keep: global scope only: every tensor keeps at least this many
+            groups, so no layer is emptied (layer collapse).
+
+    Returns:
+        dict `key -> bool numpy array`, the same shapes as `scores`.
+    """
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
+    if normalize not in (None, "lamp"):
+        raise ValueError(f"normalize must be None or 'lamp', got {normalize!r}.")
+    keys = list(scores)
+    layouts = layouts or {}
+    gran = {
+        k: get_granularity(granularity.get(k) if isinstance(granularity, dict) else granularity)
+        for k in keys
+    }
+    per_key = sparsity if isinstance(sparsity, dict) else {}
+    default = None if isinstance(sparsity, dict) else float(sparsity)
+
+    masks = {}
+    global_keys = []
+    for k in keys:
+        s = per_key.get(k, default)
+        if s is None:
+            raise ValueError(f"No sparsity given for {k!r}.")
+        if scope == "layer" or k in per_key or not gran[k].supports_global:
+            masks[k] = gran[k].layer_mask(np.asarray(scores[k]), s, layouts.get(k, DENSE_LAYOUT))
+        else:
+            global_keys.append(k)
+    if global_keys:
+        masks.update(
+            _global_masks(
+                {k: scores[k] for k in global_keys},
+                default,
+                gran,
+                layouts,
+                normalize,
+                min_keep,
+            )
+        )
+    return {k: masks[k] for k in keys}
+
+
+def _global_masks(scores, sparsity, gran, layouts, normalize, min_keep):
+    pooled, sizes = {}, {}
+    for k, s in scores.items():
+        layout = layouts.get(k, DENSE_LAYOUT)
+        p, z = gran[k].group_scores(np.asarray(s), layout)
+        if normalize == "lamp":
+            p = lamp_scores(p)
+        pooled[k] = p
+        sizes[k] = np.ones(p.shape, dtype=np.int64) if z is None else np.asarray(z, np.int64)
+
+    total = sum(int(z.sum()) for z in sizes.values())
+    budget = kept_count(total, sparsity)
+    keep = {k: np.zeros(p.shape, dtype=bool) for k, p in pooled.items()}
+
+    # Layer-collapse guard: reserve each tensor's best `min_keep` groups.
+    reserved = 0
+    if min_keep > 0:
+        for k, p in pooled.items():
+            r = select_top_k(p, min(min_keep, p.size))
+            keep[k] |= r
+            reserved += int(sizes[k][r].sum())
+
+    remaining = budget - reserved
+    if remaining > 0:
+        cand_keys = list(pooled)
+        flat = np.concatenate([np.where(keep[k], -np.inf, pooled[k]) for k in cand_keys])
+        flat_sizes = np.concatenate([sizes[k] for k in cand_keys])
+        if np.all(flat_sizes == 1):
+            chosen = select_top_k(flat, remaining)
+        else:
+            chosen = _select_weighted(flat, flat_sizes, remaining, ~np.concatenate(
+                [keep[k] for k in cand_keys]))
+        offset = 0
+        for k in cand_keys:
+            n = pooled[k].size
+            keep[k] |= chosen[offset:offset + n]
+            offset += n
+
+    return {
+        k: gran[k].expand(keep[k], np.shape(scores[k]), layouts.get(k, DENSE_LAYOUT))
+        for k in pooled
+    }
+
+
+def _select_weighted(scores, sizes, budget, eligible):
+    """Take groups by descending score until their total size reaches budget."""
+    idx = np.flatnonzero(eligible)
+    order = idx[np.argsort(-scores[idx], kind="stable")]
+    cum = np.cumsum(sizes[order])
+    n_take = int(np.searchsorted(cum, budget, side="left")) + 1
+    if cum.size and cum[min(n_take, cum.size) - 1] > budget and n_take > 1:
+        # Pick whichever of n_take-1 / n_take groups lands closer to budget.
+        if budget - cum[n_take - 2] < cum[n_take - 1] - budget:
+            n_take -= 1
+    chosen = np.zeros(scores.shape, dtype=bool)
+    chosen[order[: min(n_take, order.size)]] = True
+    return chosen
