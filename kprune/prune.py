@@ -1,0 +1,375 @@
+"""`prune_low_magnitude` and `strip_pruning`: put wrappers in, take them out.
+
+Both return a **new** model built with `keras.models.clone_model`; the
+caller's model is never modified, and weights are carried over layer by layer.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+
+from kprune import masking
+from kprune import schedules as schedules_lib
+from kprune.wrapper import PruneWrapper, is_prunable
+
+__all__ = ["prune_low_magnitude", "strip_pruning", "find_wrappers", "unprunable_layers"]
+
+
+def find_wrappers(model):
+    """All `PruneWrapper` layers inside `model`, nested models included."""
+    if isinstance(model, PruneWrapper):
+        return [model]
+    return [l for l in model._flatten_layers(include_self=False) if isinstance(l, PruneWrapper)]
+
+
+def _leaf_layers(model):
+    """Layers that hold computation (no models, no wrappers' inner layers)."""
+    out = []
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        if isinstance(layer, keras.Model):
+            out.extend(_leaf_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def unprunable_layers(model):
+    """Names and types of the layers with weights that kprune leaves dense."""
+    return [
+        (l.name, type(l).__name__)
+        for l in _leaf_layers(model)
+        if not isinstance(l, (PruneWrapper, keras.layers.InputLayer))
+        and not is_prunable(l)
+        and l.weights
+    ]
+
+
+def _fresh_copy(layer):
+    """A new, unbuilt layer of the same class and config."""
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _check_model(model, what):
+    if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
+        return
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"{what} expects a Keras 3 layer or model (keras.Model, "
+            f"keras.Sequential or a functional model), got "
+            f"{type(model).__module__}.{type(model).__name__}."
+        )
+    if not model.built:
+        raise ValueError(
+            f"Model '{model.name}' is not built. Build it first, for example "
+            f"with a keras.Input layer or model.build(input_shape)."
+        )
+    is_graph = isinstance(model, keras.Sequential) or _is_functional(model)
+    if not is_graph:
+        raise ValueError(
+            f"Model '{model.name}' is a subclassed keras.Model, which kprune "
+            f"cannot copy and rewrap. Wrap the layers inside your model "
+            f"yourself, e.g. self.dense = kprune.PruneWrapper(keras.layers."
+            f"Dense(10), kprune.ConstantSparsity(0.8)), or rebuild it as a "
+            f"Sequential or functional model."
+        )
+
+
+def _is_functional(model):
+    return hasattr(model, "_operations") and hasattr(model, "_inputs_struct") and (
+        type(model).__name__ == "Functional" or "Functional" in [c.__name__ for c in type(model).__mro__]
+    )
+
+
+def _clone(model, clone_layer):
+    """Clones `model` (recursively) with `clone_layer`, then copies weights."""
+    pairs = []
+
+    def clone_function(layer):
+        new = clone_layer(layer)
+        pairs.append((layer, new))
+        return new
+
+    clone = keras.models.clone_model(
+        model,
+        input_tensors=_named_inputs(model),
+        clone_function=clone_function,
+        recursive=True,
+    )
+    for old, new in pairs:
+        _copy_weights(old, new)
+    return clone
+
+
+def _named_inputs(model):
+    """Fresh Inputs that keep the original input layers' names and specs.
+
+    `keras.models.clone_model` names new inputs after the KerasTensors, which
+    would change `get_config()`; the InputLayer is found through
+    `KerasTensor._keras_history` (private, pinned by tests/test_prune.py).
+    """
+    if isinstance(model, keras.Sequential) or not hasattr(model, "_inputs_struct"):
+        return None
+
+    def fresh(tensor):
+        layer = tensor._keras_history[0]
+        return keras.Input(
+            batch_shape=layer.batch_shape, dtype=layer.dtype,
+            sparse=layer.sparse, name=layer.name,
+        )
+
+    return keras.tree.map_structure(fresh, model._inputs_struct)
+
+
+def _copy_weights(old, new):
+    old_inner = old.layer if isinstance(old, PruneWrapper) else old
+    new_inner = new.layer if isinstance(new, PruneWrapper) else new
+    if not old_inner.weights:
+        return
+    values = [keras.ops.convert_to_numpy(v) for v in old_inner.weights]
+    if isinstance(old, PruneWrapper) and not isinstance(new, PruneWrapper):
+        # Stripping: bake the masks in.
+        masked = {id(w): m for w, m in zip(old.prunable_weights, old.masks)}
+        values = [
+            val * keras.ops.convert_to_numpy(masked[id(w)]).astype(val.dtype)
+            if id(w) in masked else val
+            for w, val in zip(old_inner.weights, values)
+        ]
+    for var, val in zip(new_inner.weights, values):
+        var.assign(val)
+    if isinstance(old, PruneWrapper) and isinstance(new, PruneWrapper):
+        for a, b in zip(old.masks, new.masks):
+            b.assign(keras.ops.convert_to_numpy(a))
+        new.pruning_step.assign(keras.ops.convert_to_numpy(old.pruning_step))
+
+
+_DEFAULT_SCHEDULE = schedules_lib.ConstantSparsity(0.5, begin_step=0, frequency=100)
+
+
+def prune_low_magnitude(
+    to_prune,
+    pruning_schedule=None,
+    granularity=None,
+    scope="layer",
+    sparsity=None,
+    ignore=None,
+    verbose=0,
+):
+    """Wraps every prunable layer of a model for magnitude pruning during fit.
+
+    Args:
+        to_prune: a Keras layer, a `keras.Sequential` or a functional model
+            (nested models are handled). The caller's object is not modified.
+        pruning_schedule: a `kprune.ConstantSparsity` / `kprune.PolynomialDecay`
+            (default `ConstantSparsity(0.5, begin_step=0, frequency=100)`).
+        granularity: `"unstructured"` (default), `kprune.Block((r, c))`,
+            `kprune.NM(n, m)` or `kprune.Channel(norm)`.
+        scope: `"layer"` (a threshold per weight tensor, like tfmot) or
+            `"global"` (one threshold over all wrapped weights; see
+            `kprune.PruningCallback` for LAMP normalisation).
+        sparsity: optional per-layer overrides, `{layer_name: float or None}`.
+            A float gives that layer its own `ConstantSparsity` with the
+            schedule's steps (and layer scope); `None` leaves it dense.
+        ignore: layer names or layer classes to leave unwrapped.
+        verbose: 1 prints which layers were wrapped and which were left dense.
+
+    Returns:
+        A new layer or model whose prunable layers are `PruneWrapper`s, with
+        the original weights.
+
+    Raises:
+        TypeError: `to_prune` is not a Keras layer or model, or an argument
+            has the wrong type.
+        ValueError: the model is unbuilt, subclassed, already pruned, has
+            nothing to prune, or an override names an unknown layer.
+
+    Example:
+    ```python
+    pruned = kprune.prune_low_magnitude(
+        model, kprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000))
+    pruned.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    pruned.fit(x, y, epochs=2, callbacks=[kprune.PruningCallback()])
+    model = kprune.strip_pruning(pruned)
+    ```
+    """
+    if pruning_schedule is None:
+        pruning_schedule = _DEFAULT_SCHEDULE
+    if not isinstance(pruning_schedule, schedules_lib.PruningSchedule):
+        raise TypeError(
+            "pruning_schedule must be a kprune schedule such as "
+            f"kprune.ConstantSparsity(0.8), got {pruning_schedule!r}."
+        )
+    granularity = masking.get_granularity(granularity)
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
+    if scope == "global" and not granularity.supports_global:
+        raise ValueError(f"{granularity!r} is a per-group pattern; use scope='layer'.")
+    overrides = dict(sparsity or {})
+    for name, value in overrides.items():
+        if value is not None:
+            schedules_lib._check_sparsity(f"sparsity[{name!r}]", value)
+    ignore = _normalize_ignore(ignore)
+
+    if isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model):
+        if isinstance(to_prune, PruneWrapper):
+            raise ValueError(f"Layer '{to_prune.name}' is already pruned (a PruneWrapper).")
+        layer = _fresh_copy(to_prune)
+        wrapper = PruneWrapper(layer, pruning_schedule, granularity, scope)
+        if to_prune.built:
+            wrapper.build(to_prune.input.shape if _has_input(to_prune) else None)
+            _copy_weights(to_prune, wrapper)
+        return wrapper
+
+    _check_model(to_prune, "prune_low_magnitude")
+    leaves = _leaf_layers(to_prune)
+    if any(isinstance(l, PruneWrapper) for l in leaves):
+        raise ValueError(
+            f"Model '{to_prune.name}' is already pruned (it contains PruneWrapper "
+            f"layers). Call kprune.strip_pruning(model) first to re-prune it."
+        )
+    names = {l.name for l in leaves}
+    unknown = sorted(set(overrides) - names) + sorted(
+        n for n in ignore["names"] if n not in names
+    )
+    if unknown:
+        raise ValueError(
+            f"Unknown layer name(s) {unknown} in sparsity/ignore; the model's "
+            f"layers are {sorted(names)}."
+        )
+
+    def wants(layer):
+        if not is_prunable(layer) or layer.name in ignore["names"]:
+            return False
+        if ignore["types"] and isinstance(layer, ignore["types"]):
+            return False
+        return not (layer.name in overrides and overrides[layer.name] is None)
+
+    targets = [l for l in leaves if wants(l)]
+    if not targets:
+        raise ValueError(
+            f"Model '{to_prune.name}' has no layer kprune can prune (Dense, "
+            f"Conv*, SeparableConv*, DepthwiseConv*, Embedding, or layers with "
+            f"get_prunable_weights()). Layers: "
+            f"{[(l.name, type(l).__name__) for l in leaves]}."
+        )
+    target_ids = {id(l) for l in targets}
+    # Validate every granularity against every weight before cloning anything.
+    for layer in targets:
+        for weight, layout in _weights_of(layer):
+            granularity.validate(
+                tuple(weight.shape), layout,
+                name=f"layer '{layer.name}' weight '{weight.name}'",
+            )
+
+    def clone_layer(layer):
+        new = _fresh_copy(layer)
+        if id(layer) not in target_ids:
+            return new
+        schedule, layer_scope = pruning_schedule, scope
+        if layer.name in overrides:
+            cfg = pruning_schedule.get_config()
+            schedule = schedules_lib.ConstantSparsity(
+                overrides[layer.name],
+                begin_step=cfg["begin_step"],
+                end_step=cfg["end_step"],
+                frequency=cfg["frequency"],
+            )
+            layer_scope = "layer"
+        return PruneWrapper(new, schedule, granularity, layer_scope)
+
+    pruned = _clone(to_prune, clone_layer)
+    if verbose:
+        print(summary(pruned))
+    return pruned
+
+
+def _has_input(layer):
+    try:
+        layer.input
+        return True
+    except (AttributeError, ValueError):
+        return False
+
+
+def _weights_of(layer):
+    from kprune.wrapper import prunable_weights
+
+    return prunable_weights(layer)
+
+
+def _normalize_ignore(ignore):
+    names, types = set(), []
+    for item in ignore or ():
+        if isinstance(item, str):
+            names.add(item)
+        elif isinstance(item, type) and issubclass(item, keras.layers.Layer):
+            types.append(item)
+        else:
+            raise TypeError(
+                f"ignore takes layer names (str) or Keras layer classes, got {item!r}."
+            )
+    return {"names": names, "types": tuple(types)}
+
+
+def summary(model):
+    """A short text listing wrapped and unwrapped layers of a pruned model."""
+    wrapped = [w.layer.name for w in find_wrappers(model)]
+    skipped = unprunable_layers(model)
+    lines = [f"kprune: wrapped {len(wrapped)} layer(s): {', '.join(wrapped) or '-'}"]
+    if skipped:
+        lines.append(
+            "kprune: left dense (not prunable): "
+            + ", ".join(f"{n} ({t})" for n, t in skipped)
+        )
+    return "\n".join(lines)
+
+
+def strip_pruning(model):
+    """Returns a plain Keras model with the masks baked into the weights.
+
+    Args:
+        model: a model (or a single `PruneWrapper`) from
+            `prune_low_magnitude` or `prune_at_init`, or an unpruned model.
+
+    Returns:
+        A new model with no wrappers, whose `get_config()` equals the unpruned
+        model's and whose pruned weights are exactly zero. An unpruned model
+        gives an equal copy. The input model is not modified.
+
+    Example:
+    >>> plain = kprune.strip_pruning(pruned)
+    >>> plain.save("model.keras")
+    """
+    if isinstance(model, PruneWrapper):
+        layer = _fresh_copy(model.layer)
+        if model.built:
+            layer.build(model.input.shape if _has_input(model) else None)
+            _copy_weights(model, layer)
+        return layer
+    _check_model(model, "strip_pruning")
+    if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
+        return _fresh_copy(model)
+
+    def clone_layer(layer):
+        if isinstance(layer, PruneWrapper):
+            return _fresh_copy(layer.layer)
+        return _fresh_copy(layer)
+
+    return _clone(model, clone_layer)
+
+
+def sparsity_of(model):
+    """Fraction of zeros over all pruned weights of a wrapped model."""
+    zeros = total = 0
+    for w in find_wrappers(model):
+        for m in w.masks:
+            m = keras.ops.convert_to_numpy(m)
+            zeros += int(m.size - np.count_nonzero(m))
+            total += m.size
+    return zeros / total if total else 0.0
+
+
+def _warn(msg):
+    warnings.warn(msg, stacklevel=3)

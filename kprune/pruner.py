@@ -1,0 +1,218 @@
+"""`Pruner`: advances the pruning step and updates masks on schedule.
+
+`PruningCallback` drives a `Pruner` during `model.fit`; custom training loops
+use one directly:
+
+```python
+pruner = kprune.Pruner(model)
+pruner.start()
+for x, y in dataset:
+    train_step(x, y)        # optimizer.apply_gradients(...)
+    pruner.step()           # advance one step, update masks if due
+pruner.sync()               # store the step in the model before saving
+```
+
+The step is a Python counter while training; it is written to the wrappers'
+`pruning_step` variables at every mask update and on `sync()`, so a model
+saved after `sync()` resumes at the right step.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from kprune import masking
+from kprune.prune import find_wrappers
+
+__all__ = ["Pruner", "update_masks"]
+
+
+class Pruner:
+    """Updates the masks of a pruned model according to its schedules.
+
+    Args:
+        model: a model with `PruneWrapper` layers (from
+            `kprune.prune_low_magnitude`, or wrapped by hand).
+        normalize: for wrappers with `scope="global"`: `None` compares raw
+            magnitudes across layers, `"lamp"` normalises them per layer first
+            (LAMP, Lee et al. 2021).
+        min_keep: for global scope, every weight tensor keeps at least this
+            many weights (or groups), so no layer is emptied.
+        verbose: 1 prints a line at every mask update.
+
+    Returns:
+        A `Pruner`. Call `start()` once before training and `step()` after
+        every optimizer update.
+
+    Example:
+    >>> pruner = kprune.Pruner(pruned_model)
+    >>> pruner.start()
+    >>> pruner.step()
+    """
+
+    def __init__(self, model, normalize=None, min_keep=1, verbose=0):
+        if normalize not in (None, "lamp"):
+            raise ValueError(f"normalize must be None or 'lamp', got {normalize!r}.")
+        if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 0:
+            raise ValueError(f"min_keep must be a non-negative integer, got {min_keep!r}.")
+        wrappers = find_wrappers(model) if model is not None else []
+        if not wrappers:
+            raise ValueError(
+                f"Model '{getattr(model, 'name', model)}' has no PruneWrapper "
+                f"layers; prune it with kprune.prune_low_magnitude(model) first."
+            )
+        unbuilt = [w.name for w in wrappers if not w.built]
+        if unbuilt:
+            raise ValueError(f"PruneWrapper layers {unbuilt} are not built yet; build the model first.")
+        self.model = model
+        self.normalize = normalize
+        self.min_keep = min_keep
+        self.verbose = verbose
+        self.wrappers = [w for w in wrappers if w.pruning_schedule is not None]
+        self.global_wrappers = [w for w in self.wrappers if w.scope == "global"]
+        schedules = {repr(w.pruning_schedule) for w in self.global_wrappers}
+        if len(schedules) > 1:
+            raise ValueError(
+                "Global-scope wrappers must share one schedule; got "
+                f"{sorted(schedules)}."
+            )
+        self._step = None
+
+    @property
+    def current_step(self):
+        """The step of the next training batch (None before `start()`)."""
+        return self._step
+
+    def start(self):
+        """Resumes from the step stored in the model (0 if fresh).
+
+        Applies the masks of that step if it is an update step (so a schedule
+        starting at step 0 applies its initial sparsity before the first
+        batch).
+        """
+        for w in self.wrappers:
+            w._armed = True
+        stored = [w.step for w in self.wrappers]
+        self._step = max([0] + stored)
+        self._update(self._step, self._step)
+        self.sync()
+        return self
+
+    def step(self, n=1):
+        """Advances `n` training steps and updates masks if an update is due.
+
+        With `n > 1` (e.g. `steps_per_execution`), an update step passed over
+        inside the `n` steps is applied at the new step.
+        """
+        if self._step is None:
+            raise RuntimeError("Call Pruner.start() before Pruner.step().")
+        old = self._step
+        self._step = old + int(n)
+        self._update(old + 1, self._step)
+
+    def sync(self):
+        """Writes the current step into every wrapper's `pruning_step`."""
+        if self._step is None:
+            return
+        for w in self.wrappers:
+            w.set_step(self._step)
+
+    def update_masks(self, step=None):
+        """Recomputes the masks at `step` (default: now), due or not."""
+        step = self._step if step is None else int(step)
+        if step is None:
+            step = max([0] + [w.step for w in self.wrappers])
+        self._assign(step, self.wrappers)
+
+    # -- internals ----------------------------------------------------------
+
+    def _due(self, first, last):
+        due = []
+        for w in self.wrappers:
+            nxt = w.pruning_schedule.next_update(first)
+            if nxt is not None and nxt <= last:
+                due.append(w)
+        return due
+
+    def _update(self, first, last):
+        due = self._due(first, last)
+        if due:
+            self._assign(last, due)
+            for w in due:
+                w.set_step(last)
+
+    def _assign(self, step, wrappers):
+        if not wrappers:
+            return
+        values, scores, sparsity, gran, layouts = {}, {}, {}, {}, {}
+        global_sparsity = None
+        for wi, w in enumerate(wrappers):
+            s = float(w.pruning_schedule.sparsity(step))
+            if w.scope == "global":
+                global_sparsity = s
+            for vi, (var, layout) in enumerate(zip(w.prunable_weights, w.layouts)):
+                key = (wi, vi)
+                values[key] = keras.ops.convert_to_numpy(var)
+                scores[key] = np.abs(values[key])
+                gran[key] = w.granularity
+                layouts[key] = layout
+                if w.scope == "layer":
+                    sparsity[key] = s
+        masks = {}
+        layer_keys = [k for k in scores if k in sparsity]
+        if layer_keys:
+            masks.update(masking.compute_masks(
+                {k: scores[k] for k in layer_keys},
+                {k: sparsity[k] for k in layer_keys},
+                granularity=gran,
+                layouts=layouts,
+                scope="layer",
+            ))
+        global_keys = [k for k in scores if k not in sparsity]
+        if global_keys:
+            masks.update(masking.compute_masks(
+                {k: scores[k] for k in global_keys},
+                global_sparsity,
+                granularity=gran,
+                layouts=layouts,
+                scope="global",
+                normalize=self.normalize,
+                min_keep=self.min_keep,
+            ))
+        for wi, w in enumerate(wrappers):
+            keys = [(wi, vi) for vi in range(len(w.prunable_weights))]
+            w.assign_masks([masks[k] for k in keys], values=[values[k] for k in keys])
+        if self.verbose:
+            kept = sum(int(m.sum()) for m in masks.values())
+            total = sum(m.size for m in masks.values())
+            print(
+                f"kprune: step {step}: updated {len(wrappers)} layer mask(s), "
+                f"sparsity {1 - kept / max(total, 1):.4f}"
+            )
+
+
+def update_masks(model, step, normalize=None, min_keep=1):
+    """One-shot mask update of every scheduled wrapper at `step`.
+
+    A functional shortcut for custom loops that keep their own step counter:
+    it updates the wrappers whose schedule says "prune" at `step` and stores
+    `step` in the model.
+
+    Args:
+        model: a pruned model.
+        step: the current training step (int >= 0).
+        normalize, min_keep: as in `Pruner`.
+
+    Returns:
+        The list of layer names whose masks were updated.
+
+    Example:
+    >>> kprune.update_masks(model, step=int(optimizer.iterations))
+    """
+    pruner = Pruner(model, normalize=normalize, min_keep=min_keep)
+    pruner._step = int(step)
+    due = [w for w in pruner.wrappers if w.pruning_schedule.should_prune(step)]
+    pruner._assign(int(step), due)
+    pruner.sync()
+    return [w.layer.name for w in due]

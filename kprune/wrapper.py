@@ -1,0 +1,379 @@
+"""`PruneWrapper`: the Keras layer that holds masks around a prunable layer.
+
+The wrapper owns, per prunable weight of the wrapped layer, a non-trainable
+mask variable (same shape and dtype as the weight), plus one step counter.
+
+* **Forward pass.** `call` runs the wrapped layer inside
+  `keras.StatelessScope(state_mapping=[(w, w * mask)])`, so the layer computes
+  with the masked weights and the gradients with respect to `w` come out
+  masked. Nothing is assigned inside `call`.
+* **Exact zeros after every batch.** The wrapper sets a `MaskConstraint` on
+  each pruned variable. Keras optimizers apply variable constraints right after
+  each update, inside the compiled train step, so momentum, Adam moments or
+  weight decay can never revive a pruned weight in the stored variable.
+* **Mask updates** come from outside: `PruningCallback` during `fit`, or
+  `kprune.Pruner` in a custom loop. They call `assign_masks`.
+
+Which weights are prunable is decided by a registry keyed by layer type
+(`register_prunable`). A custom layer opts in by defining
+`get_prunable_weights()` (the `PrunableLayer` protocol).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+from keras import ops
+
+from kprune import masking
+from kprune import schedules as schedules_lib
+
+__all__ = [
+    "PruneWrapper",
+    "PrunableLayer",
+    "MaskConstraint",
+    "register_prunable",
+    "prunable_weights",
+    "is_prunable",
+]
+
+
+# --------------------------------------------------------------------------
+# What is prunable
+# --------------------------------------------------------------------------
+
+
+class PrunableLayer:
+    """Protocol for custom layers that want to be pruned.
+
+    A layer opts in by defining `get_prunable_weights()`, returning the
+    variables to prune (subclassing this class is optional: kprune only checks
+    for the method). Masks are laid out as for a Dense kernel: the input axis
+    is `-2`, the output axis `-1`.
+
+    Example:
+    ```python
+    class MyDense(keras.layers.Layer, kprune.PrunableLayer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1], 8))
+        def call(self, x):
+            return x @ self.w
+        def get_prunable_weights(self):
+            return [self.w]
+    ```
+    """
+
+    def get_prunable_weights(self):
+        raise NotImplementedError
+
+
+_CONV_LAYOUT = masking.Layout(in_axis=-2, out_axis=-1)
+_TRANSPOSE_LAYOUT = masking.Layout(in_axis=-1, out_axis=-2)
+_DEPTHWISE_LAYOUT = masking.Layout(in_axis=-2, out_axis=-2)
+_NO_CHANNEL_LAYOUT = masking.Layout(in_axis=None, out_axis=None)
+
+# Ordered: the first matching class wins, so subclasses come first.
+_REGISTRY = []
+
+
+def register_prunable(layer_cls, getter):
+    """Registers which weights of `layer_cls` are pruned.
+
+    Args:
+        layer_cls: a Keras layer class (subclasses match too).
+        getter: `getter(layer) -> list of (variable, masking.Layout)`.
+
+    Example:
+    >>> kprune.register_prunable(
+    ...     MyLayer, lambda l: [(l.w, kprune.masking.Layout(0, -1))])
+    """
+    if not (isinstance(layer_cls, type) and issubclass(layer_cls, keras.layers.Layer)):
+        raise TypeError(f"layer_cls must be a Keras Layer class, got {layer_cls!r}.")
+    if not callable(getter):
+        raise TypeError(f"getter must be callable, got {getter!r}.")
+    _REGISTRY.insert(0, (layer_cls, getter))
+
+
+def _attr(name, layout):
+    return lambda layer: [(getattr(layer, name), layout)]
+
+
+L = keras.layers
+for _cls, _getter in [
+    (L.Dense, _attr("kernel", masking.DENSE_LAYOUT)),
+    (L.Conv1DTranspose, _attr("kernel", _TRANSPOSE_LAYOUT)),
+    (L.Conv2DTranspose, _attr("kernel", _TRANSPOSE_LAYOUT)),
+    (L.Conv3DTranspose, _attr("kernel", _TRANSPOSE_LAYOUT)),
+    (L.SeparableConv1D, _attr("pointwise_kernel", _CONV_LAYOUT)),
+    (L.SeparableConv2D, _attr("pointwise_kernel", _CONV_LAYOUT)),
+    (L.DepthwiseConv1D, _attr("kernel", _DEPTHWISE_LAYOUT)),
+    (L.DepthwiseConv2D, _attr("kernel", _DEPTHWISE_LAYOUT)),
+    (L.Conv1D, _attr("kernel", _CONV_LAYOUT)),
+    (L.Conv2D, _attr("kernel", _CONV_LAYOUT)),
+    (L.Conv3D, _attr("kernel", _CONV_LAYOUT)),
+    (L.Embedding, _attr("embeddings", _NO_CHANNEL_LAYOUT)),
+]:
+    _REGISTRY.append((_cls, _getter))
+del L, _cls, _getter
+
+
+def _custom_getter(layer):
+    return [
+        (w, masking.Layout(in_axis=-2, out_axis=-1) if len(w.shape) >= 2 else
+         masking.Layout(in_axis=None, out_axis=None))
+        for w in layer.get_prunable_weights()
+    ]
+
+
+def _find_getter(layer):
+    if callable(getattr(layer, "get_prunable_weights", None)):
+        return _custom_getter
+    for cls, getter in _REGISTRY:
+        if isinstance(layer, cls):
+            return getter
+    return None
+
+
+def is_prunable(layer):
+    """Whether kprune knows which weights of `layer` to prune."""
+    return not isinstance(layer, PruneWrapper) and _find_getter(layer) is not None
+
+
+def prunable_weights(layer):
+    """The `(variable, Layout)` pairs kprune prunes in a built `layer`."""
+    getter = _find_getter(layer)
+    if getter is None:
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) is not prunable: "
+            f"kprune prunes Dense, Conv*, SeparableConv*, DepthwiseConv* and "
+            f"Embedding layers, layers registered with "
+            f"kprune.register_prunable, and layers defining "
+            f"get_prunable_weights()."
+        )
+    return list(getter(layer))
+
+
+# --------------------------------------------------------------------------
+# The constraint that keeps pruned weights at exactly zero
+# --------------------------------------------------------------------------
+
+
+class MaskConstraint(keras.constraints.Constraint):
+    """Multiplies a weight by its mask after every optimizer update.
+
+    Keras optimizers call `variable.constraint(variable)` right after applying
+    each update, inside the compiled step. This keeps stored pruned weights at
+    exactly zero whatever the optimizer's momentum or weight decay do. A
+    constraint the layer already had runs first.
+
+    Args:
+        mask: the mask variable.
+        inner: the variable's previous constraint, or None.
+    """
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return ops.multiply(w, ops.cast(self.mask, w.dtype))
+
+
+# --------------------------------------------------------------------------
+# The wrapper
+# --------------------------------------------------------------------------
+
+_NO_CALLBACK_MESSAGE = (
+    "kprune: layer '{name}' is being trained without kprune.PruningCallback. "
+    "Pass callbacks=[kprune.PruningCallback()] to model.fit(...), or call "
+    "kprune.Pruner(model).start() before a custom training loop."
+)
+
+
+@keras.saving.register_keras_serializable(package="kprune")
+class PruneWrapper(keras.layers.Wrapper):
+    """Wraps a prunable layer and computes with its weights times a mask.
+
+    Args:
+        layer: the Keras layer to prune (Dense, Conv*, SeparableConv*,
+            DepthwiseConv*, Embedding, a registered type, or a layer defining
+            `get_prunable_weights()`).
+        pruning_schedule: a `kprune.ConstantSparsity` or
+            `kprune.PolynomialDecay`, or `None` for **fixed masks** (the masks
+            never change and no callback is needed; pruning at
+            initialisation uses this).
+        granularity: `"unstructured"` (default), `kprune.Block((r, c))`,
+            `kprune.NM(n, m)` or `kprune.Channel(norm)`.
+        scope: `"layer"` (own threshold) or `"global"` (one threshold shared
+            with every other global-scope wrapper of the model).
+        **kwargs: standard layer arguments (`name`, ...).
+
+    Returns:
+        A layer that behaves like `layer`, with masked weights.
+
+    Example:
+    ```python
+    model = keras.Sequential([
+        keras.Input((784,)),
+        kprune.PruneWrapper(keras.layers.Dense(10), kprune.ConstantSparsity(0.8)),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, callbacks=[kprune.PruningCallback()])
+    ```
+    """
+
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        granularity=None,
+        scope="layer",
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                f"PruneWrapper wraps a Keras layer, got {type(layer).__name__}."
+            )
+        if isinstance(layer, PruneWrapper):
+            raise ValueError(f"Layer '{layer.name}' is already a PruneWrapper.")
+        if not is_prunable(layer):
+            prunable_weights(layer)  # raises the descriptive error
+        if scope not in ("layer", "global"):
+            raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.pruning_schedule = schedules_lib.get_schedule(pruning_schedule)
+        self.granularity = masking.get_granularity(granularity)
+        self.scope = scope
+        self.supports_masking = getattr(layer, "supports_masking", False)
+        self._pruned = []  # list of (variable, mask variable, Layout)
+        # Set by Pruner.start() (PruningCallback.on_train_begin): training a
+        # scheduled wrapper before that raises an error naming the callback.
+        self._armed = False
+
+    # -- build / call / config, in Keras' shape ---------------------------
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self._pruned = []
+        for index, (weight, layout) in enumerate(prunable_weights(self.layer)):
+            self.granularity.validate(
+                tuple(weight.shape), layout, name=f"layer '{self.layer.name}' weight '{weight.name}'"
+            )
+            mask = self.add_weight(
+                name=f"{weight.name}_mask_{index}",
+                shape=weight.shape,
+                dtype=weight.dtype,
+                initializer="ones",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
+            if not isinstance(weight.constraint, MaskConstraint):
+                weight.constraint = MaskConstraint(mask, weight.constraint)
+            self._pruned.append((weight, mask, layout))
+        self.pruning_step = self.add_weight(
+            name="pruning_step",
+            shape=(),
+            dtype="int64",
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.built = True
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training and self.pruning_schedule is not None and not self._armed:
+            # Checked in Python, when the train step is traced or run eagerly.
+            raise ValueError(_NO_CALLBACK_MESSAGE.format(name=self.layer.name))
+        if getattr(self.layer, "_call_has_training_arg", False):
+            kwargs["training"] = training
+        mapping = [(w, ops.multiply(w.value, ops.cast(m.value, w.value.dtype)))
+                   for w, m, _ in self._pruned]
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            outputs = self.layer(inputs, *args, **kwargs)
+        # Keep the wrapped layer's own state updates (e.g. seed generators of
+        # dropout inside it) and the losses it added.
+        masked_ids = {id(w) for w, _, _ in self._pruned}
+        for variable in self.layer.variables:
+            if id(variable) in masked_ids:
+                continue
+            value = scope.get_current_value(variable)
+            if value is not None:
+                variable.assign(value)
+        for loss in scope.losses:
+            self.add_loss(loss)
+        return outputs
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return self.layer.compute_output_shape(input_shape, *args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    def get_config(self):
+        config = {
+            "pruning_schedule": None
+            if self.pruning_schedule is None
+            else keras.saving.serialize_keras_object(self.pruning_schedule),
+            "granularity": masking.serialize_granularity(self.granularity),
+            "scope": self.scope,
+        }
+        return {**super().get_config(), **config}
+
+    # -- masks ------------------------------------------------------------
+
+    @property
+    def prunable_weights(self):
+        """The pruned variables of the wrapped layer."""
+        return [w for w, _, _ in self._pruned]
+
+    @property
+    def masks(self):
+        """The mask variables, in the order of `prunable_weights`."""
+        return [m for _, m, _ in self._pruned]
+
+    @property
+    def layouts(self):
+        """The `masking.Layout` of each pruned variable."""
+        return [layout for _, _, layout in self._pruned]
+
+    @property
+    def step(self):
+        """The pruning step stored in the layer (-1 before training)."""
+        return int(keras.ops.convert_to_numpy(self.pruning_step))
+
+    def magnitude_scores(self):
+        """`|w|` per pruned weight, as numpy arrays: the magnitude scores."""
+        return [np.abs(keras.ops.convert_to_numpy(w)) for w in self.prunable_weights]
+
+    def assign_masks(self, masks, values=None):
+        """Sets the masks and zeroes the pruned weights at once.
+
+        Args:
+            masks: one boolean or 0/1 array per pruned weight, in the order of
+                `prunable_weights`.
+            values: optional current values of those weights as numpy arrays
+                (saves reading them again).
+        """
+        masks = list(masks)
+        if len(masks) != len(self._pruned):
+            raise ValueError(
+                f"Layer '{self.layer.name}' has {len(self._pruned)} pruned "
+                f"weights, got {len(masks)} masks."
+            )
+        for i, ((weight, mask_var, _), mask) in enumerate(zip(self._pruned, masks)):
+            mask = np.asarray(mask)
+            if mask.shape != tuple(weight.shape):
+                raise ValueError(
+                    f"Mask for '{weight.path}' must have shape "
+                    f"{tuple(weight.shape)}, got {mask.shape}."
+                )
+            value = keras.ops.convert_to_numpy(weight) if values is None else values[i]
+            mask_var.assign(mask.astype(mask_var.dtype))
+            weight.assign(np.where(mask, value, np.zeros((), value.dtype)))
+
+    def set_step(self, step):
+        """Stores the pruning step (used by the callback for save/resume)."""
+        self.pruning_step.assign(int(step))
