@@ -168,7 +168,7 @@ def xnnpack_sparse_report(keras_model):
             f"{len(bad)} layer(s) break the pattern: " + ", ".join(c.name for c in bad[:5])
             + ("..." if len(bad) > 5 else "")
         )
-    pointwise = [c for c in checks if c.role == "body" and c.ok and _is_pointwise(inner_of(layers, inner, c.name))]
+    pointwise = [c for c in checks if c.role == "body" and c.ok and _is_pointwise(_inner_of(layers, inner, c.name))]
     if stems and not pointwise:
         reasons.append("no 1x1 Conv2D in the subgraph: nothing for the sparse path to speed up")
     machine = platform.machine()
@@ -183,7 +183,7 @@ def xnnpack_sparse_report(keras_model):
     )
 
 
-def inner_of(layers, inner, name):
+def _inner_of(layers, inner, name):
     for l in layers:
         if l.name == name:
             return inner[id(l)]
