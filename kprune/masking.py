@@ -110,8 +110,21 @@ def select_top_k(scores, k):
         return np.ones(scores.shape, dtype=bool)
     if k <= 0:
         return np.zeros(scores.shape, dtype=bool)
+    # Entries equal to the minimum (e.g. the zeros of already-pruned weights,
+    # often most of the tensor) are the last to be kept. Introselect degrades
+    # on such heavy duplicates, so select among the other entries only.
+    low = flat.min()
+    above = flat > low
+    n_above = int(np.count_nonzero(above))
+    if k >= n_above:
+        keep = above
+        missing = k - n_above
+        if missing > 0:
+            keep[np.flatnonzero(~above)[:missing]] = True
+        return keep.reshape(scores.shape)
+    candidates = flat[above]
     # The k-th largest value, by introselect (O(n), no full sort).
-    threshold = np.partition(flat, n - k)[n - k]
+    threshold = np.partition(candidates, n_above - k)[n_above - k]
     keep = flat > threshold
     missing = k - int(np.count_nonzero(keep))
     if missing > 0:

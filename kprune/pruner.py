@@ -136,16 +136,12 @@ class Pruner:
         return due
 
     def _update(self, first, last):
-        due = self._due(first, last)
-        if due:
-            self._assign(last, due)
-            for w in due:
-                w.set_step(last)
+        self._assign(last, self._due(first, last))
 
     def _assign(self, step, wrappers):
         if not wrappers:
             return
-        values, scores, sparsity, gran, layouts = {}, {}, {}, {}, {}
+        scores, sparsity, gran, layouts = {}, {}, {}, {}
         global_sparsity = None
         for wi, w in enumerate(wrappers):
             s = float(w.pruning_schedule.sparsity(step))
@@ -153,8 +149,7 @@ class Pruner:
                 global_sparsity = s
             for vi, (var, layout) in enumerate(zip(w.prunable_weights, w.layouts)):
                 key = (wi, vi)
-                values[key] = keras.ops.convert_to_numpy(var)
-                scores[key] = np.abs(values[key])
+                scores[key] = np.abs(keras.ops.convert_to_numpy(var))
                 gran[key] = w.granularity
                 layouts[key] = layout
                 if w.scope == "layer":
@@ -182,7 +177,7 @@ class Pruner:
             ))
         for wi, w in enumerate(wrappers):
             keys = [(wi, vi) for vi in range(len(w.prunable_weights))]
-            w.assign_masks([masks[k] for k in keys], values=[values[k] for k in keys])
+            w.assign_masks([masks[k] for k in keys])
         if self.verbose:
             kept = sum(int(m.sum()) for m in masks.values())
             total = sum(m.size for m in masks.values())

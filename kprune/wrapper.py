@@ -348,14 +348,12 @@ class PruneWrapper(keras.layers.Wrapper):
         """`|w|` per pruned weight, as numpy arrays: the magnitude scores."""
         return [np.abs(keras.ops.convert_to_numpy(w)) for w in self.prunable_weights]
 
-    def assign_masks(self, masks, values=None):
+    def assign_masks(self, masks):
         """Sets the masks and zeroes the pruned weights at once.
 
         Args:
             masks: one boolean or 0/1 array per pruned weight, in the order of
                 `prunable_weights`.
-            values: optional current values of those weights as numpy arrays
-                (saves reading them again).
         """
         masks = list(masks)
         if len(masks) != len(self._pruned):
@@ -363,16 +361,17 @@ class PruneWrapper(keras.layers.Wrapper):
                 f"Layer '{self.layer.name}' has {len(self._pruned)} pruned "
                 f"weights, got {len(masks)} masks."
             )
-        for i, ((weight, mask_var, _), mask) in enumerate(zip(self._pruned, masks)):
+        for (weight, mask_var, _), mask in zip(self._pruned, masks):
             mask = np.asarray(mask)
             if mask.shape != tuple(weight.shape):
                 raise ValueError(
                     f"Mask for '{weight.path}' must have shape "
                     f"{tuple(weight.shape)}, got {mask.shape}."
                 )
-            value = keras.ops.convert_to_numpy(weight) if values is None else values[i]
-            mask_var.assign(mask.astype(mask_var.dtype))
-            weight.assign(np.where(mask, value, np.zeros((), value.dtype)))
+            # Send the mask once (as bool) and zero the weight on the device.
+            new_mask = ops.cast(ops.convert_to_tensor(mask.astype(bool)), mask_var.dtype)
+            mask_var.assign(new_mask)
+            weight.assign(ops.multiply(weight.value, ops.cast(new_mask, weight.dtype)))
 
     def set_step(self, step):
         """Stores the pruning step (used by the callback for save/resume)."""

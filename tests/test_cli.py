@@ -29,3 +29,22 @@ def test_unknown_command_exits_non_zero():
 def test_console_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "kprune", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_kprune_export_dispatches_to_tflite_export(tmp_path, capsys):
+    import keras
+    import numpy as np
+
+    import kprune
+
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, name="fc"), keras.layers.Dense(4)])
+    pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.9), granularity=kprune.Block((4, 1)))
+    kprune.Pruner(pruned).start()
+    path = tmp_path / "pruned.keras"
+    pruned.save(path)
+    out = tmp_path / "model.tflite"
+    assert main(["export", str(path), "-o", str(out), "--sparse", "--verify"]) == 0
+    assert out.exists() and out.stat().st_size > 0
+    text = capsys.readouterr().out
+    assert "max" in text.lower()
+    assert main(["export", str(tmp_path / "missing.keras"), "-o", str(out)]) != 0
