@@ -6,10 +6,7 @@ caller's model is never modified, and weights are carried over layer by layer.
 
 from __future__ import annotations
 
-import warnings
-
 import keras
-import numpy as np
 
 from kprune import masking
 from kprune import schedules as schedules_lib
@@ -78,9 +75,10 @@ def _check_model(model, what):
 
 
 def _is_functional(model):
-    return hasattr(model, "_operations") and hasattr(model, "_inputs_struct") and (
-        type(model).__name__ == "Functional" or "Functional" in [c.__name__ for c in type(model).__mro__]
-    )
+    # Functional models (keras.Model(inputs, outputs)) are graphs of
+    # operations that clone_model re-runs with `_run_through_graph`;
+    # subclassed models have no such graph.
+    return callable(getattr(model, "_run_through_graph", None))
 
 
 def _clone(model, clone_layer):
@@ -349,18 +347,3 @@ def strip_pruning(model):
         return _fresh_copy(layer)
 
     return _clone(model, clone_layer)
-
-
-def sparsity_of(model):
-    """Fraction of zeros over all pruned weights of a wrapped model."""
-    zeros = total = 0
-    for w in find_wrappers(model):
-        for m in w.masks:
-            m = keras.ops.convert_to_numpy(m)
-            zeros += int(m.size - np.count_nonzero(m))
-            total += m.size
-    return zeros / total if total else 0.0
-
-
-def _warn(msg):
-    warnings.warn(msg, stacklevel=3)
