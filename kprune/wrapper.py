@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import keras
+import tensorflow as tf
 from keras import ops
 
 from kprune import masking
@@ -252,6 +253,7 @@ class PruneWrapper(keras.layers.Wrapper):
         # Set by Pruner.start() (PruningCallback.on_train_begin): training a
         # scheduled wrapper before that raises an error naming the callback.
         self._armed = False
+        self._assign_fn = None
 
     # -- build / call / config, in Keras' shape ---------------------------
 
@@ -361,17 +363,26 @@ class PruneWrapper(keras.layers.Wrapper):
                 f"Layer '{self.layer.name}' has {len(self._pruned)} pruned "
                 f"weights, got {len(masks)} masks."
             )
-        for (weight, mask_var, _), mask in zip(self._pruned, masks):
+        arrays = []
+        for (weight, _, _), mask in zip(self._pruned, masks):
             mask = np.asarray(mask)
             if mask.shape != tuple(weight.shape):
                 raise ValueError(
                     f"Mask for '{weight.path}' must have shape "
                     f"{tuple(weight.shape)}, got {mask.shape}."
                 )
-            # Send the mask once (as bool) and zero the weight on the device.
-            new_mask = ops.cast(ops.convert_to_tensor(mask.astype(bool)), mask_var.dtype)
-            mask_var.assign(new_mask)
-            weight.assign(ops.multiply(weight.value, ops.cast(new_mask, weight.dtype)))
+            arrays.append(ops.convert_to_tensor(mask.astype(bool)))
+        if self._assign_fn is None:
+            # One compiled call per update instead of ~6 eager ops per
+            # weight: mask updates run between training steps, where eager
+            # dispatch would dominate their cost.
+            self._assign_fn = tf.function(self._assign_masks_graph, reduce_retracing=True)
+        self._assign_fn(arrays)
+
+    def _assign_masks_graph(self, masks):
+        for (weight, mask_var, _), mask in zip(self._pruned, masks):
+            mask_var.assign(ops.cast(mask, mask_var.dtype))
+            weight.assign(ops.multiply(weight.value, ops.cast(mask, weight.dtype)))
 
     def set_step(self, step):
         """Stores the pruning step (used by the callback for save/resume)."""
