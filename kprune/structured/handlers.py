@@ -162,7 +162,14 @@ class PassthroughHandler(LayerHandler):
 
 
 class NormalizationHandler(PassthroughHandler):
-    """BatchNormalization / LayerNormalization over the last axis only."""
+    """BatchNormalization / LayerNormalization over the last axis only.
+
+    BatchNormalization is per channel, so removing channels leaves the others
+    exactly unchanged. LayerNormalization(axis=-1) takes its mean and variance
+    *over* the channels: the thinner layer normalises over the kept channels
+    only (as Torch-Pruning does), which is a valid smaller model but not the
+    same function as zeroing those channels.
+    """
 
     def out_ids(self, layer, in_ids, ctx):
         rank = len(ctx.input_shapes[0])
