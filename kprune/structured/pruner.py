@@ -461,7 +461,7 @@ def prune_iteratively(model, pruning_ratio=0.5, steps=3, fine_tune=None, verbose
 
     Example:
     >>> def tune(m, step):
-    ...     m.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    ...     m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     ...     m.fit(x, y, epochs=1, verbose=0)
     >>> thin = prune_iteratively(model, 0.5, steps=3, fine_tune=tune)
     """
