@@ -36,7 +36,11 @@ from kprune.structured import ChannelPruner  # noqa: E402
 
 
 def _tflite(model):
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its signatures
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def _interpreter(flat):
@@ -114,15 +118,15 @@ def small_cnn():
     return keras.Sequential([
         keras.Input((28, 28, 1)),
         L.Conv2D(32, 3, padding="same", name="conv1"),
-        L.BatchNormalization(name="bn1"),
+        L.BatchNormalization(momentum=0.9, name="bn1"),
         L.ReLU(),
         L.MaxPooling2D(),
         L.Conv2D(64, 3, padding="same", name="conv2"),
-        L.BatchNormalization(name="bn2"),
+        L.BatchNormalization(momentum=0.9, name="bn2"),
         L.ReLU(),
         L.MaxPooling2D(),
         L.Conv2D(64, 3, padding="same", name="conv3"),
-        L.BatchNormalization(name="bn3"),
+        L.BatchNormalization(momentum=0.9, name="bn3"),
         L.ReLU(),
         L.GlobalAveragePooling2D(),
         L.Dense(64, activation="relu", name="fc"),
