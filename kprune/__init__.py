@@ -1,12 +1,14 @@
 """kprune: the pruning toolkit for Keras 3.
 
 Magnitude pruning during `model.fit` (`prune_low_magnitude`, `PruningCallback`,
-`strip_pruning`), with one mask engine (`kprune.masking`) shared by every
+`strip_pruning`), structured filter pruning into physically thinner models
+(`kprune.structured`), with one mask engine (`kprune.masking`) shared by every
 pruning method.
 """
 
-from kprune import data, masking, schedules
+from kprune import data, masking, schedules, structured
 from kprune.callbacks import PruningCallback, UpdatePruningStep
+from kprune.flops import count_flops, count_params, width_report
 from kprune.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
 from kprune.prune import prune_low_magnitude, strip_pruning
 from kprune.pruner import Pruner, update_masks
@@ -31,6 +33,9 @@ __all__ = [
     "Unstructured",
     "UpdatePruningStep",
     "compute_mask",
+    "count_flops",
+    "count_params",
+    "width_report",
     "compute_masks",
     "prune_low_magnitude",
     "register_prunable",
