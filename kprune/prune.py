@@ -6,6 +6,8 @@ caller's model is never modified, and weights are carried over layer by layer.
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 
 from kprune import masking
@@ -204,6 +206,17 @@ def prune_low_magnitude(
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
     if scope == "global" and not granularity.supports_global:
         raise ValueError(f"{granularity!r} is a per-group pattern; use scope='layer'.")
+    if isinstance(granularity, masking.NM):
+        z = granularity.zeros_per_group(pruning_schedule.final_sparsity)
+        if z != granularity.n or pruning_schedule.final_sparsity > granularity.n / granularity.m + 1e-9:
+            warnings.warn(
+                f"{granularity!r} with a schedule ending at sparsity "
+                f"{pruning_schedule.final_sparsity} ends with {z} zero(s) per "
+                f"group of {granularity.m} (sparsity {z / granularity.m:g}), not "
+                f"the {granularity.n}:{granularity.m} pattern; end the schedule "
+                f"at {granularity.n / granularity.m:g}.",
+                stacklevel=2,
+            )
     overrides = dict(sparsity or {})
     for name, value in overrides.items():
         if value is not None:
@@ -244,6 +257,14 @@ def prune_low_magnitude(
         return not (layer.name in overrides and overrides[layer.name] is None)
 
     targets = [l for l in leaves if wants(l)]
+    excluded = [l.name for l in leaves if is_prunable(l) and not wants(l)]
+    if not targets and excluded:
+        raise ValueError(
+            f"Every prunable layer of model '{to_prune.name}' is excluded by "
+            f"ignore= or sparsity={{name: None}}: {excluded}; "
+            f"{'scope=' + repr(scope) + ' has' if scope == 'global' else 'there is'} "
+            f"nothing to prune. Remove some of them from ignore=/sparsity=."
+        )
     if not targets:
         raise ValueError(
             f"Model '{to_prune.name}' has no layer kprune can prune (Dense, "
@@ -255,10 +276,16 @@ def prune_low_magnitude(
     # Validate every granularity against every weight before cloning anything.
     for layer in targets:
         for weight, layout in _weights_of(layer):
-            granularity.validate(
-                tuple(weight.shape), layout,
-                name=f"layer '{layer.name}' weight '{weight.name}'",
-            )
+            try:
+                granularity.validate(
+                    tuple(weight.shape), layout,
+                    name=f"layer '{layer.name}' weight '{weight.name}'",
+                )
+            except ValueError as e:
+                raise ValueError(
+                    f"{e} Leave this layer dense with ignore=[{layer.name!r}] "
+                    f"or sparsity={{{layer.name!r}: None}}."
+                ) from None
 
     def clone_layer(layer):
         new = _fresh_copy(layer)

@@ -177,7 +177,7 @@ class Pruner:
             ))
         for wi, w in enumerate(wrappers):
             keys = [(wi, vi) for vi in range(len(w.prunable_weights))]
-            w.assign_masks([masks[k] for k in keys])
+            w.assign_masks([masks[k] for k in keys], step=step)
         if self.verbose:
             kept = sum(int(m.sum()) for m in masks.values())
             total = sum(m.size for m in masks.values())

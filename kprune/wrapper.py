@@ -350,12 +350,14 @@ class PruneWrapper(keras.layers.Wrapper):
         """`|w|` per pruned weight, as numpy arrays: the magnitude scores."""
         return [np.abs(keras.ops.convert_to_numpy(w)) for w in self.prunable_weights]
 
-    def assign_masks(self, masks):
+    def assign_masks(self, masks, step=None):
         """Sets the masks and zeroes the pruned weights at once.
 
         Args:
             masks: one boolean or 0/1 array per pruned weight, in the order of
                 `prunable_weights`.
+            step: if given, also stored as the layer's `pruning_step` (the
+                step of this mask update), in the same compiled call.
         """
         masks = list(masks)
         if len(masks) != len(self._pruned):
@@ -377,12 +379,14 @@ class PruneWrapper(keras.layers.Wrapper):
             # weight: mask updates run between training steps, where eager
             # dispatch would dominate their cost.
             self._assign_fn = tf.function(self._assign_masks_graph, reduce_retracing=True)
-        self._assign_fn(arrays)
+        step = self.step if step is None else int(step)
+        self._assign_fn(arrays, ops.convert_to_tensor(step, "int64"))
 
-    def _assign_masks_graph(self, masks):
+    def _assign_masks_graph(self, masks, step):
+        self.pruning_step.assign(step)
         for (weight, mask_var, _), mask in zip(self._pruned, masks):
             mask_var.assign(ops.cast(mask, mask_var.dtype))
-            weight.assign(ops.multiply(weight.value, ops.cast(mask, weight.dtype)))
+            weight.assign(ops.where(mask, weight.value, ops.zeros((), weight.dtype)))
 
     def set_step(self, step):
         """Stores the pruning step (used by the callback for save/resume)."""
