@@ -212,7 +212,7 @@ def prune_at_init(
     ```python
     (x, y), _ = kprune.data.load_mnist_5k(flatten=True)
     sparse = kprune.prune_at_init(model, (x[:100], y[:100]), "snip", 0.95)
-    sparse.compile("sgd", "sparse_categorical_crossentropy", ["accuracy"])
+    sparse.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
     sparse.fit(x, y, epochs=5)
     ```
     """
