@@ -1,11 +1,40 @@
-"""kprune: the pruning toolkit for Keras 3."""
+"""kprune: the pruning toolkit for Keras 3.
 
+Magnitude pruning during `model.fit` (`prune_low_magnitude`, `PruningCallback`,
+`strip_pruning`), with one mask engine (`kprune.masking`) shared by every
+pruning method.
+"""
+
+from kprune import data, masking, schedules
+from kprune.callbacks import PruningCallback, UpdatePruningStep
 from kprune.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
-from kprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from kprune.wrapper import PrunableLayer, PruneWrapper, register_prunable
 from kprune.prune import prune_low_magnitude, strip_pruning
 from kprune.pruner import Pruner, update_masks
-from kprune.callbacks import PruningCallback, UpdatePruningStep
 from kprune.report import sparsity_report
+from kprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from kprune.wrapper import PrunableLayer, PruneWrapper, register_prunable
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Block",
+    "Channel",
+    "ConstantSparsity",
+    "Granularity",
+    "NM",
+    "PolynomialDecay",
+    "PrunableLayer",
+    "PruneWrapper",
+    "Pruner",
+    "PruningCallback",
+    "PruningSchedule",
+    "Unstructured",
+    "UpdatePruningStep",
+    "compute_mask",
+    "compute_masks",
+    "prune_low_magnitude",
+    "register_prunable",
+    "sparsity_report",
+    "strip_pruning",
+    "update_masks",
+]

@@ -189,7 +189,7 @@ def prune_low_magnitude(
     ```python
     pruned = kprune.prune_low_magnitude(
         model, kprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000))
-    pruned.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     pruned.fit(x, y, epochs=2, callbacks=[kprune.PruningCallback()])
     model = kprune.strip_pruning(pruned)
     ```
@@ -215,10 +215,9 @@ def prune_low_magnitude(
     if isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model):
         if isinstance(to_prune, PruneWrapper):
             raise ValueError(f"Layer '{to_prune.name}' is already pruned (a PruneWrapper).")
-        layer = _fresh_copy(to_prune)
-        wrapper = PruneWrapper(layer, pruning_schedule, granularity, scope)
+        wrapper = PruneWrapper(_fresh_copy(to_prune), pruning_schedule, granularity, scope)
         if to_prune.built:
-            wrapper.build(to_prune.input.shape if _has_input(to_prune) else None)
+            wrapper.build_from_config(to_prune.get_build_config())
             _copy_weights(to_prune, wrapper)
         return wrapper
 
@@ -285,14 +284,6 @@ def prune_low_magnitude(
     return pruned
 
 
-def _has_input(layer):
-    try:
-        layer.input
-        return True
-    except (AttributeError, ValueError):
-        return False
-
-
 def _weights_of(layer):
     from kprune.wrapper import prunable_weights
 
@@ -345,7 +336,7 @@ def strip_pruning(model):
     if isinstance(model, PruneWrapper):
         layer = _fresh_copy(model.layer)
         if model.built:
-            layer.build(model.input.shape if _has_input(model) else None)
+            layer.build_from_config(model.layer.get_build_config())
             _copy_weights(model, layer)
         return layer
     _check_model(model, "strip_pruning")
