@@ -504,7 +504,13 @@ def _score(plan, loss, seed, temperature):
     if plan.method == "synflow":
         raw, _ = _synflow(plan, None, {}, "global", 0, 1)
         return raw
-    clone, variables = _scoring_copy(plan)
+    if plan.bn_mode == "train":
+        # Training-mode calls update BN statistics (and dropout seeds): use a copy.
+        clone, variables = _scoring_copy(plan)
+    else:
+        # Inference-mode forward/backward passes only read the variables, so
+        # the caller's model is used as is (this saves a clone per call).
+        clone, variables = plan.model, _original_variables(plan)
     loss_fn = _loss_fn(plan.model, loss)
     probs = _ends_in_softmax(plan.model)
     training = plan.bn_mode == "train"
@@ -522,6 +528,12 @@ def _score(plan, loss, seed, temperature):
         return {k: np.abs(_value(v) * (g / n)) for k, v, g in zip(keys, var_list, total)}
 
     # GraSP: g summed over batches, then Hg summed over batches.
+    if len(plan.batches) == 1:
+        # One batch: g and Hg come from a single forward pass.
+        x, y = plan.batches[0]
+        _, hg = _grasp_hvp(clone, var_list, None, x, y, loss_fn, training, temperature, probs)
+        bar.add(2)
+        return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
     grad = None
     for x, y in plan.batches:
         g = _gradients(clone, var_list, x, y, loss_fn, training, temperature, probs)
@@ -529,7 +541,7 @@ def _score(plan, loss, seed, temperature):
         bar.add(1)
     hg = None
     for x, y in plan.batches:
-        h = _grasp_hvp(clone, var_list, grad, x, y, loss_fn, training, temperature, probs)
+        _, h = _grasp_hvp(clone, var_list, grad, x, y, loss_fn, training, temperature, probs)
         hg = h if hg is None else [a + b for a, b in zip(hg, h)]
         bar.add(1)
     return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
@@ -635,7 +647,11 @@ def _gradients(model, variables, x, y, loss_fn, training, temperature=None, prob
 
 
 def _grasp_hvp(model, variables, grad, x, y, loss_fn, training, temperature, probs):
-    """H g for one batch: the gradient of <stop_gradient(g), dL/dtheta>."""
+    """`(g_batch, H g)` for one batch, by double backpropagation.
+
+    `Hg` is the gradient of `<stop_gradient(grad), dL/dtheta>`; with
+    `grad=None` the batch's own gradient is used (one batch: one pass).
+    """
     values = [v.value for v in variables]
     with tf.GradientTape() as outer:
         _watch(outer, variables)
@@ -644,10 +660,9 @@ def _grasp_hvp(model, variables, grad, x, y, loss_fn, training, temperature, pro
             out = _tempered(_forward(model, x, training), temperature, probs)
             loss = loss_fn(y, out)
         g = inner.gradient(loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        z = tf.add_n([
-            tf.reduce_sum(tf.stop_gradient(tf.cast(a, b.dtype)) * b) for a, b in zip(grad, g)
-        ])
-    return _as_grads(outer.gradient(z, values), variables)
+        fixed = g if grad is None else [tf.cast(a, b.dtype) for a, b in zip(grad, g)]
+        z = tf.add_n([tf.reduce_sum(tf.stop_gradient(a) * b) for a, b in zip(fixed, g)])
+    return _as_grads(g, variables), _as_grads(outer.gradient(z, values), variables)
 
 
 # --------------------------------------------------------------------------

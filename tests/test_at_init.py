@@ -527,3 +527,27 @@ def test_snip_95_trains_far_above_chance(mnist):
     pruned.fit(x, y, batch_size=100, epochs=3, verbose=0)
     _, acc = pruned.evaluate(xt, yt, verbose=0)
     assert acc > 0.8  # chance is 0.1
+
+
+def test_grasp_over_several_batches_sums_g_then_hg():
+    # The same batch twice: g = 2 g1 and Hg = H1 g + H1 g = 4 H1 g1.
+    model = mlp()
+    x, y = toy_data(16)
+    one = init_scores(model, (x, y), "grasp", verbose=0)
+    two = init_scores(model, [(x, y), (x, y)], "grasp", batches=2, verbose=0)
+    for k in one:
+        np.testing.assert_allclose(two[k], 4 * one[k], rtol=1e-4, atol=1e-12)
+
+
+def test_saved_and_reloaded_with_fixed_masks(tmp_path):
+    model = mlp()
+    data = toy_data()
+    pruned = prune_at_init(model, data, "snip", 0.7, include_bias=True, verbose=0)
+    path = str(tmp_path / "m.keras")
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    a, b = masks_of(pruned), masks_of(loaded)
+    assert set(a) == set(b) and ("d0", "bias") in b
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_allclose(loaded.predict(data[0], verbose=0), pruned.predict(data[0], verbose=0), rtol=1e-6)
