@@ -551,3 +551,33 @@ def test_saved_and_reloaded_with_fixed_masks(tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     np.testing.assert_allclose(loaded.predict(data[0], verbose=0), pruned.predict(data[0], verbose=0), rtol=1e-6)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_HYP_MODEL = None
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    sparsity=st.floats(0.0, 0.99),
+    method=st.sampled_from(["snip", "magnitude", "random", "synflow"]),
+    scope=st.sampled_from(["global", "layer"]),
+)
+def test_kept_count_invariant(sparsity, method, scope):
+    global _HYP_MODEL
+    if _HYP_MODEL is None:
+        _HYP_MODEL = mlp(seed=9)
+    snap = snapshot(_HYP_MODEL)
+    pruned = prune_at_init(_HYP_MODEL, toy_data(), method, sparsity, scope=scope, iterations=3,
+                           seed=1, verbose=0)
+    masks = masks_of(pruned)
+    if scope == "layer":
+        assert all(m.sum() == masking.kept_count(m.size, sparsity) for m in masks.values())
+    total = sum(m.size for m in masks.values())
+    if scope == "global":
+        assert sum(m.sum() for m in masks.values()) == masking.kept_count(total, sparsity)
+    for w in find_wrappers(pruned):  # stored weights are exactly zero where masked
+        m = keras.ops.convert_to_numpy(w.masks[0]).astype(bool)
+        assert np.all(keras.ops.convert_to_numpy(w.layer.kernel)[~m] == 0)
+    assert_unchanged(_HYP_MODEL, snap)
