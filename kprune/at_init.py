@@ -53,6 +53,7 @@ kept in the private helpers `_gradients`, `_grasp_hvp` and `_synflow_grad`.
 from __future__ import annotations
 
 import os
+import weakref
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -518,10 +519,13 @@ def _score(plan, loss, seed, temperature):
     keys = list(variables)
     bar = keras.utils.Progbar(len(plan.batches) * (2 if plan.method == "grasp" else 1),
                               verbose=plan.verbose, unit_name="batch")
+    grad_fn, hvp_fn = _gradients, _grasp_hvp
+    if clone is plan.model:
+        grad_fn, hvp_fn = _compiled(plan.model, var_list, loss, loss_fn, temperature, probs)
     if plan.method == "snip":
         total = None
         for x, y in plan.batches:
-            g = _gradients(clone, var_list, x, y, loss_fn, training)
+            g = grad_fn(clone, var_list, x, y, loss_fn, training)
             total = g if total is None else [a + b for a, b in zip(total, g)]
             bar.add(1)
         n = len(plan.batches)
@@ -531,17 +535,17 @@ def _score(plan, loss, seed, temperature):
     if len(plan.batches) == 1:
         # One batch: g and Hg come from a single forward pass.
         x, y = plan.batches[0]
-        _, hg = _grasp_hvp(clone, var_list, None, x, y, loss_fn, training, temperature, probs)
+        _, hg = hvp_fn(clone, var_list, None, x, y, loss_fn, training, temperature, probs)
         bar.add(2)
         return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
     grad = None
     for x, y in plan.batches:
-        g = _gradients(clone, var_list, x, y, loss_fn, training, temperature, probs)
+        g = grad_fn(clone, var_list, x, y, loss_fn, training, temperature, probs)
         grad = g if grad is None else [a + b for a, b in zip(grad, g)]
         bar.add(1)
     hg = None
     for x, y in plan.batches:
-        _, h = _grasp_hvp(clone, var_list, grad, x, y, loss_fn, training, temperature, probs)
+        _, h = hvp_fn(clone, var_list, grad, x, y, loss_fn, training, temperature, probs)
         hg = h if hg is None else [a + b for a, b in zip(hg, h)]
         bar.add(1)
     return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
@@ -635,19 +639,20 @@ def _as_grads(grads, variables):
     ]
 
 
-def _gradients(model, variables, x, y, loss_fn, training, temperature=None, probs=False):
-    """dL/dtheta for one batch (GraSP: with tempered outputs)."""
+def _grad_tensors(model, variables, x, y, loss_fn, training, temperature=None, probs=False):
+    """dL/dtheta for one batch (GraSP: with tempered outputs), as tensors."""
+    values = [v.value for v in variables]
     with tf.GradientTape() as tape:
         _watch(tape, variables)
         out = _forward(model, x, training)
         if temperature is not None:
             out = _tempered(out, temperature, probs)
         loss = loss_fn(y, out)
-    return _as_grads(tape.gradient(loss, [v.value for v in variables]), variables)
+    return tape.gradient(loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
-def _grasp_hvp(model, variables, grad, x, y, loss_fn, training, temperature, probs):
-    """`(g_batch, H g)` for one batch, by double backpropagation.
+def _hvp_tensors(model, variables, grad, x, y, loss_fn, training, temperature, probs):
+    """`(g_batch, H g)` for one batch, by double backpropagation, as tensors.
 
     `Hg` is the gradient of `<stop_gradient(grad), dL/dtheta>`; with
     `grad=None` the batch's own gradient is used (one batch: one pass).
@@ -662,7 +667,62 @@ def _grasp_hvp(model, variables, grad, x, y, loss_fn, training, temperature, pro
         g = inner.gradient(loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         fixed = g if grad is None else [tf.cast(a, b.dtype) for a, b in zip(grad, g)]
         z = tf.add_n([tf.reduce_sum(tf.stop_gradient(a) * b) for a, b in zip(fixed, g)])
-    return _as_grads(g, variables), _as_grads(outer.gradient(z, values), variables)
+    hg = outer.gradient(z, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return g, hg
+
+
+def _gradients(model, variables, x, y, loss_fn, training, temperature=None, probs=False):
+    """Eager `_grad_tensors`, as numpy arrays."""
+    return _as_grads(_grad_tensors(model, variables, x, y, loss_fn, training, temperature, probs),
+                     variables)
+
+
+def _grasp_hvp(model, variables, grad, x, y, loss_fn, training, temperature, probs):
+    """Eager `_hvp_tensors`, as numpy arrays."""
+    g, hg = _hvp_tensors(model, variables, grad, x, y, loss_fn, training, temperature, probs)
+    return _as_grads(g, variables), _as_grads(hg, variables)
+
+
+# Traced scoring functions per model, held weakly (they die with the model).
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _compiled(model, variables, loss, loss_fn, temperature, probs):
+    """`tf.function` versions of `_gradients` / `_grasp_hvp` for `model`.
+
+    Only for inference-mode scoring on the caller's model (nothing is
+    written). Eager Keras calls cost several training steps on small models;
+    these are traced once per model, loss and temperature and reused by later
+    calls (e.g. scoring one model at several sparsities or batch counts). The
+    functions reach the model through a weak reference.
+    """
+    per_model = _COMPILED.setdefault(model, {})
+    if loss is None:
+        loss = getattr(model, "loss", None)  # what `_loss_fn` used
+    key = (id(loss), float(temperature), bool(probs), tuple(id(v) for v in variables))
+    if key not in per_model:
+        ref = weakref.ref(model)
+
+        @tf.function(reduce_retracing=True)
+        def grad_graph(x, y, tempered):
+            t = temperature if tempered else None
+            return _grad_tensors(ref(), variables, x, y, loss_fn, False, t, probs)
+
+        @tf.function(reduce_retracing=True)
+        def hvp_graph(grad, x, y):
+            return _hvp_tensors(ref(), variables, grad, x, y, loss_fn, False, temperature, probs)
+
+        def grad_fn(model_, variables_, x, y, loss_fn_, training, t=None, probs_=False):
+            return _as_grads(grad_graph(x, y, t is not None), variables)
+
+        def hvp_fn(model_, variables_, grad, x, y, *unused):
+            g, hg = hvp_graph(grad, x, y)
+            return _as_grads(g, variables), _as_grads(hg, variables)
+
+        # `loss` is kept alive with the entry so its id is never reused.
+        per_model[key] = (grad_fn, hvp_fn, loss)
+    grad_fn, hvp_fn, _ = per_model[key]
+    return grad_fn, hvp_fn
 
 
 # --------------------------------------------------------------------------

@@ -581,3 +581,22 @@ def test_kept_count_invariant(sparsity, method, scope):
         m = keras.ops.convert_to_numpy(w.masks[0]).astype(bool)
         assert np.all(keras.ops.convert_to_numpy(w.layer.kernel)[~m] == 0)
     assert_unchanged(_HYP_MODEL, snap)
+
+
+def test_compiled_and_eager_scoring_agree_and_model_is_collectable():
+    import gc
+    import weakref
+
+    model = mlp(seed=4)
+    data = toy_data()
+    for method in ("snip", "grasp"):
+        compiled = init_scores(model, data, method, verbose=0)  # inference: traced, cached
+        again = init_scores(model, data, method, verbose=0)
+        eager = init_scores(model, data, method, bn_mode="train", verbose=0)  # no BN/dropout: same net
+        for k in compiled:
+            np.testing.assert_array_equal(compiled[k], again[k])
+            np.testing.assert_allclose(compiled[k], eager[k], rtol=1e-4, atol=1e-12)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None, "the scoring cache must not keep the model alive"
