@@ -72,6 +72,7 @@ _CONV_LAYOUT = masking.Layout(in_axis=-2, out_axis=-1)
 _TRANSPOSE_LAYOUT = masking.Layout(in_axis=-1, out_axis=-2)
 _DEPTHWISE_LAYOUT = masking.Layout(in_axis=-2, out_axis=-2)
 _NO_CHANNEL_LAYOUT = masking.Layout(in_axis=None, out_axis=None)
+_BIAS_LAYOUT = masking.Layout(in_axis=None, out_axis=-1)
 
 # Ordered: the first matching class wins, so subclasses come first.
 _REGISTRY = []
@@ -209,6 +210,8 @@ class PruneWrapper(keras.layers.Wrapper):
             `kprune.NM(n, m)` or `kprune.Channel(norm)`.
         scope: `"layer"` (own threshold) or `"global"` (one threshold shared
             with every other global-scope wrapper of the model).
+        prune_bias: also mask the wrapped layer's `bias` (if it has one).
+            Used by `kprune.prune_at_init(..., include_bias=True)`.
         **kwargs: standard layer arguments (`name`, ...).
 
     Returns:
@@ -231,6 +234,7 @@ class PruneWrapper(keras.layers.Wrapper):
         pruning_schedule=None,
         granularity=None,
         scope="layer",
+        prune_bias=False,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -248,6 +252,7 @@ class PruneWrapper(keras.layers.Wrapper):
         self.pruning_schedule = schedules_lib.get_schedule(pruning_schedule)
         self.granularity = masking.get_granularity(granularity)
         self.scope = scope
+        self.prune_bias = bool(prune_bias)
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._pruned = []  # list of (variable, mask variable, Layout)
         # Set by Pruner.start() (PruningCallback.on_train_begin): training a
@@ -260,7 +265,10 @@ class PruneWrapper(keras.layers.Wrapper):
     def build(self, input_shape=None):
         super().build(input_shape)
         self._pruned = []
-        for index, (weight, layout) in enumerate(prunable_weights(self.layer)):
+        targets = prunable_weights(self.layer)
+        if self.prune_bias and getattr(self.layer, "bias", None) is not None:
+            targets.append((self.layer.bias, _BIAS_LAYOUT))
+        for index, (weight, layout) in enumerate(targets):
             self.granularity.validate(
                 tuple(weight.shape), layout, name=f"layer '{self.layer.name}' weight '{weight.name}'"
             )
@@ -322,6 +330,8 @@ class PruneWrapper(keras.layers.Wrapper):
             "granularity": masking.serialize_granularity(self.granularity),
             "scope": self.scope,
         }
+        if self.prune_bias:
+            config["prune_bias"] = True
         return {**super().get_config(), **config}
 
     # -- masks ------------------------------------------------------------

@@ -1,0 +1,827 @@
+"""Pruning at initialisation: SNIP, GraSP, SynFlow, magnitude and random.
+
+Score every prunable weight of a freshly initialised model, fix the mask, then
+train the sparse network. Scores always mean "higher = keep" when they reach
+the mask engine (`kprune.masking.compute_masks`), which is the only place
+where scores become masks (global or per-layer scope).
+
+Definitions (and the choices made where the reference code leaves room):
+
+* **SNIP** (Lee et al., ICLR 2019; `namhoonlee/snip-public`):
+  `score = |g * theta|` with `g = dL/dtheta`. Over several batches, `g` is the
+  mean of the per-batch gradients (the paper uses a single batch of 100
+  MNIST examples). Keep the highest scores.
+* **GraSP** (Wang et al., ICLR 2020; `alecwangcq/GraSP`): model outputs are
+  divided by a temperature `T = 200` before the loss. First pass:
+  `g = dL/dtheta` (summed over batches). Second pass: the Hessian-vector
+  product `Hg = d<stop_gradient(g), dL/dtheta>/dtheta` by double
+  backpropagation (summed over batches). The **paper's score** is
+  `S = -theta * Hg` and GraSP **removes the weights with the highest S**.
+  `init_scores` returns `S` exactly as in the paper; the keep-score handed to
+  the mask engine is its negation, `theta * Hg`. (Some re-implementations
+  flip this sign or take `|S|`; `tests/test_at_init.py` pins the paper's
+  sign on a 2-weight model where the choices disagree.) If the model ends in
+  a softmax, the temperature is applied to `log(p)`, which equals the logits
+  up to a per-example constant, so `softmax(log(p) / T) = softmax(z / T)`.
+* **SynFlow** (Tanaka et al., NeurIPS 2020): data-free. On a float64 copy of
+  the model, every floating weight is replaced by its absolute value (as the
+  reference's `linearize` does), softmax activations are replaced by linear
+  ones (a softmax output would make `R` constant), batch normalisation runs in
+  inference mode and the input is all ones. `R = sum(outputs)` and
+  `score = |theta * dR/dtheta|`. Pruning is iterative: round `k` of `n`
+  prunes to density `rho^(k/n)` (`rho = 1 - sparsity`) through the mask
+  engine. float64 keeps `R` finite in deep nets where float32 overflows; if
+  even float64 overflows, a ValueError says so. The caller's signed weights
+  are never replaced: all of this happens on the copy.
+* **magnitude**: `|theta|` at initialisation. **random**: i.i.d. uniform
+  scores drawn with `seed`.
+
+By default the kernels of Dense, Conv*, DepthwiseConv* and SeparableConv*
+(pointwise) layers are scored (what `kprune.PruneWrapper` prunes); biases
+only with `include_bias=True`; batch normalisation never.
+
+The caller's model is never modified: scoring runs on a clone, and
+`prune_at_init` returns a new model whose prunable layers are
+`PruneWrapper(layer, pruning_schedule=None)`, i.e. with **fixed masks**: no
+callback is needed, and the wrapper's `MaskConstraint` keeps pruned weights at
+exactly zero after every optimizer update.
+
+The gradient code uses `tf.GradientTape` (kprune depends on TensorFlow) and is
+kept in the private helpers `_gradients`, `_grasp_hvp` and `_synflow_grad`.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kprune import masking  # noqa: E402
+from kprune import prune as prune_lib  # noqa: E402
+from kprune.wrapper import PruneWrapper, is_prunable, prunable_weights  # noqa: E402
+
+__all__ = ["METHODS", "init_scores", "prune_at_init"]
+
+#: Scoring methods, and whether each needs data.
+METHODS = {"snip": True, "grasp": True, "synflow": False, "magnitude": False, "random": False}
+
+#: GraSP's temperature on the outputs (the reference's `T = 200`).
+GRASP_TEMPERATURE = 200.0
+
+_DEFAULT_BATCH_SIZE = 100  # SNIP's MNIST batch; GraSP's 10 per class.
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+
+def init_scores(
+    model,
+    data=None,
+    method="snip",
+    batches=1,
+    iterations=100,
+    sparsity=None,
+    bn_mode="inference",
+    include_bias=False,
+    loss=None,
+    seed=None,
+    ignore=None,
+    batch_size=_DEFAULT_BATCH_SIZE,
+    temperature=GRASP_TEMPERATURE,
+    verbose=1,
+):
+    """Raw pruning-at-initialisation scores of every prunable weight.
+
+    Args:
+        model: a built `keras.Sequential` or functional model (not modified).
+        data: `(x, y)` arrays (split into batches of `batch_size`), or an
+            iterable / `tf.data.Dataset` of `(x, y)` batches. Needed for
+            `"snip"` and `"grasp"`; SynFlow only uses it for the input shape
+            when the model's is not fully defined.
+        method: `"snip"`, `"grasp"`, `"synflow"`, `"magnitude"` or `"random"`.
+        batches: number of batches of `data` to use (SNIP, GraSP).
+        iterations: SynFlow rounds (used only when `sparsity` is given).
+        sparsity: SynFlow only. `None` returns the one-shot scores of the
+            dense net. A float runs the `iterations` rounds towards that
+            sparsity (global scope) and returns the scores of the last round,
+            from which the final mask is selected (weights pruned in earlier
+            rounds score 0).
+        bn_mode: `"inference"` (default; BN uses its moving statistics) or
+            `"train"` (batch statistics; note that dropout is then active too).
+            SNIP and GraSP only: SynFlow always uses inference mode.
+        include_bias: also score the biases of the prunable layers.
+        loss: a Keras loss (name, instance or `fn(y_true, y_pred)`). Default:
+            the model's compiled loss if any, else (sparse) categorical
+            cross-entropy, `from_logits` unless the model ends in a softmax.
+        seed: seed of the `"random"` scores.
+        ignore: layer names or classes not to score.
+        batch_size: batch size when `data` is given as arrays.
+        temperature: GraSP's temperature `T` (default 200, as the paper).
+        verbose: 1 shows a `keras.utils.Progbar`, 0 is silent.
+
+    Returns:
+        A dict `{(layer_name, weight_name): numpy array}` in model order, with
+        weight names such as `"kernel"`, `"pointwise_kernel"` or `"bias"`.
+        Higher means "keep", except for GraSP, which returns the paper's
+        `-theta * Hg` where the highest scores are removed.
+
+    Example:
+    >>> scores = kprune.init_scores(model, (x[:100], y[:100]), method="snip")
+    >>> {k: v.shape for k, v in scores.items()}
+    {('dense', 'kernel'): (784, 300), ...}
+    """
+    plan = _plan(model, data, method, bn_mode, include_bias, ignore, None,
+                 batches, iterations, verbose, batch_size)
+    if sparsity is not None:
+        sparsity = _check_sparsity("sparsity", sparsity)
+    if plan.method == "synflow" and sparsity is not None:
+        raw, _ = _synflow(plan, sparsity, {}, "global", 0, iterations)
+        return raw
+    return _score(plan, loss, seed, temperature)
+
+
+def prune_at_init(
+    model,
+    data=None,
+    method="snip",
+    sparsity=0.9,
+    batches=1,
+    iterations=100,
+    scope="global",
+    bn_mode="inference",
+    include_bias=False,
+    sparsity_overrides=None,
+    ignore=None,
+    min_keep=0,
+    loss=None,
+    seed=None,
+    batch_size=_DEFAULT_BATCH_SIZE,
+    temperature=GRASP_TEMPERATURE,
+    verbose=1,
+):
+    """Prunes a model at initialisation and returns it with fixed masks.
+
+    Args:
+        model: a built `keras.Sequential` or functional model, usually freshly
+            initialised. It is not modified (nor on failure).
+        data: `(x, y)` arrays or an iterable / `tf.data.Dataset` of `(x, y)`
+            batches; needed for `"snip"` and `"grasp"`.
+        method: `"snip"`, `"grasp"`, `"synflow"`, `"magnitude"` or `"random"`
+            (see the module docstring for the exact definitions).
+        sparsity: fraction of the scored weights to remove, in `[0, 1)`.
+        batches: number of data batches used for scoring (SNIP, GraSP).
+        iterations: SynFlow's number of pruning rounds (default 100).
+        scope: `"global"` (one threshold over all scored weights, as in the
+            papers) or `"layer"` (every tensor pruned to `sparsity`).
+        bn_mode: `"inference"` or `"train"` for SNIP/GraSP scoring.
+        include_bias: also score and mask the biases of the pruned layers.
+        sparsity_overrides: `{layer_name: float or None}`. A float gives that
+            layer its own per-layer sparsity; `None` leaves it dense (not
+            wrapped).
+        ignore: layer names or layer classes to leave dense (not wrapped).
+        min_keep: global scope: every tensor keeps at least this many
+            weights. The default 0 is the papers' behaviour, where SNIP and
+            GraSP can empty a layer at extreme sparsity ("layer collapse");
+            pass 1 to forbid it.
+        loss: loss used by SNIP/GraSP (see `init_scores`).
+        seed: seed of the `"random"` scores.
+        batch_size: batch size when `data` is given as arrays (default 100).
+        temperature: GraSP's temperature (default 200).
+        verbose: 1 shows a progress bar and a one-line summary, 0 is silent.
+
+    Returns:
+        A new model whose scored layers are `kprune.PruneWrapper`s with fixed
+        masks (`pruning_schedule=None`): the original signed weights where
+        kept, exact zeros elsewhere. Compile and fit it directly; no callback
+        is needed. `kprune.strip_pruning` gives back a plain model.
+
+    Raises:
+        ValueError: unknown method, sparsity outside `[0, 1)`, missing data
+            for SNIP/GraSP, data that does not fit the model, nothing to
+            prune, unknown layer names, or a SynFlow overflow.
+        TypeError: `model` is not a Keras model, or an argument has the wrong
+            type.
+
+    Example:
+    ```python
+    (x, y), _ = kprune.data.load_mnist_5k(flatten=True)
+    sparse = kprune.prune_at_init(model, (x[:100], y[:100]), "snip", 0.95)
+    sparse.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    sparse.fit(x, y, epochs=5)
+    ```
+    """
+    sparsity = _check_sparsity("sparsity", sparsity)
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}.")
+    if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 0:
+        raise ValueError(f"min_keep must be a non-negative integer, got {min_keep!r}.")
+    overrides = dict(sparsity_overrides or {})
+    for name, value in overrides.items():
+        if value is not None:
+            _check_sparsity(f"sparsity_overrides[{name!r}]", value)
+    plan = _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
+                 batches, iterations, verbose, batch_size)
+    # {key: sparsity} for per-layer overrides (their own, layer-scope masks).
+    per_key = {k: overrides[k[0]] for k in plan.keys if k[0] in overrides}
+
+    if plan.method == "synflow":
+        _, masks = _synflow(plan, sparsity, per_key, scope, min_keep, iterations)
+    else:
+        raw = _score(plan, loss, seed, temperature)
+        keep = {k: -v for k, v in raw.items()} if plan.method == "grasp" else raw
+        masks = _masks(keep, sparsity, per_key, scope, min_keep, plan.keys)
+
+    pruned = _wrap_fixed(plan, scope, overrides, include_bias)
+    for wrapper in prune_lib.find_wrappers(pruned):
+        keys = [(wrapper.layer.name, _weight_name(w)) for w in wrapper.prunable_weights]
+        wrapper.assign_masks([masks[k] for k in keys])
+    if verbose:
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.size for m in masks.values())
+        empty = [f"{k[0]}/{k[1]}" for k, m in masks.items() if not m.any()]
+        print(
+            f"kprune: {plan.method} pruned {total - kept}/{total} weights "
+            f"(sparsity {1 - kept / total:.4f}) in {len(masks)} tensors"
+            + (f"; EMPTIED (layer collapse): {', '.join(empty)}" if empty else "")
+        )
+    return pruned
+
+
+# --------------------------------------------------------------------------
+# Validation and bookkeeping
+# --------------------------------------------------------------------------
+
+
+class _Plan:
+    """What to score: validated arguments, target layers and weight keys."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _check_sparsity(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a float in [0, 1), got {value!r}.")
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"{name} must be in [0, 1) (the fraction of weights to remove; 1 "
+            f"would remove every weight), got {value!r}."
+        )
+    return value
+
+
+def _weight_name(variable):
+    return variable.name.split("/")[-1]
+
+
+def _targets_of(layer, include_bias):
+    pairs = [(w, layout) for w, layout in prunable_weights(layer)]
+    if include_bias and getattr(layer, "bias", None) is not None:
+        pairs.append((layer.bias, masking.Layout(in_axis=None, out_axis=-1)))
+    return pairs
+
+
+def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
+          batches, iterations, verbose, batch_size):
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ValueError(
+            f"Unknown method {method!r}; expected one of {sorted(METHODS)}."
+        )
+    method = method.lower()
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"pruning at initialisation needs a Keras model (Sequential or "
+            f"functional), got {type(model).__module__}.{type(model).__name__}."
+        )
+    prune_lib._check_model(model, "prune_at_init")
+    if bn_mode not in ("inference", "train"):
+        raise ValueError(f"bn_mode must be 'inference' or 'train', got {bn_mode!r}.")
+    for name, value in (("batches", batches), ("iterations", iterations), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if verbose not in (0, 1, 2, True, False):
+        raise ValueError(f"verbose must be 0 or 1, got {verbose!r}.")
+
+    leaves = prune_lib._leaf_layers(model)
+    if any(isinstance(l, PruneWrapper) for l in leaves):
+        raise ValueError(
+            f"Model '{model.name}' is already pruned (it contains PruneWrapper "
+            f"layers). Call kprune.strip_pruning(model) first."
+        )
+    ignore = prune_lib._normalize_ignore(ignore)
+    overrides = overrides or {}
+    names = [l.name for l in leaves]
+    unknown = sorted(set(overrides) - set(names)) + sorted(n for n in ignore["names"] if n not in names)
+    if unknown:
+        raise ValueError(
+            f"Unknown layer name(s) {unknown} in sparsity_overrides/ignore; "
+            f"the model's layers are {sorted(set(names))}."
+        )
+
+    def wanted(layer):
+        if not is_prunable(layer) or layer.name in ignore["names"]:
+            return False
+        if ignore["types"] and isinstance(layer, ignore["types"]):
+            return False
+        return not (layer.name in overrides and overrides[layer.name] is None)
+
+    targets = [l for l in leaves if wanted(l)]
+    if not targets:
+        raise ValueError(
+            f"Model '{model.name}' has nothing to prune: no Dense, Conv*, "
+            f"SeparableConv*, DepthwiseConv* or Embedding layer (or layer with "
+            f"get_prunable_weights()) is left after ignore/overrides. Layers: "
+            f"{[(l.name, type(l).__name__) for l in leaves]}."
+        )
+    target_names = [l.name for l in targets]
+    if len(set(target_names)) != len(target_names):
+        raise ValueError(
+            f"Prunable layer names must be unique to key the scores, got "
+            f"{target_names}; rename the layers of nested models."
+        )
+    keys, layouts = [], {}
+    for layer in targets:
+        for weight, layout in _targets_of(layer, include_bias):
+            key = (layer.name, _weight_name(weight))
+            keys.append(key)
+            layouts[key] = layout
+
+    batch_list = None
+    if METHODS[method]:
+        if data is None:
+            raise ValueError(
+                f"method={method!r} scores weights with gradients of the loss "
+                f"and needs data: pass data=(x, y) (e.g. 100 training examples) "
+                f"or an iterable of (x, y) batches. Data-free methods: "
+                f"'synflow', 'magnitude', 'random'."
+            )
+        batch_list = _batches(data, batches, batch_size)
+        for x, _ in batch_list:
+            _check_input(model, x)
+    elif method == "synflow" and data is not None:
+        batch_list = _batches(data, 1, batch_size)
+        _check_input(model, batch_list[0][0])
+
+    return _Plan(model=model, method=method, bn_mode=bn_mode, targets=targets,
+                 target_ids={id(l) for l in targets}, keys=keys, layouts=layouts,
+                 include_bias=include_bias, batches=batch_list, verbose=int(bool(verbose)))
+
+
+def _batches(data, batches, batch_size):
+    """A list of at most `batches` `(x, y)` batches from arrays or an iterable."""
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and not _is_batch_list(data):
+        x, y = data[0], data[1]
+        n = _num_examples(x)
+        if n == 0:
+            raise ValueError("data holds no examples.")
+        out = []
+        for start in range(0, n, batch_size):
+            if len(out) == batches:
+                break
+            out.append((_slice(x, start, start + batch_size), _slice(y, start, start + batch_size)))
+        return out
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise TypeError(
+            f"data must be (x, y) arrays or an iterable of (x, y) batches, got "
+            f"{type(data).__name__}."
+        )
+    out = []
+    for item in data:
+        if len(out) == batches:
+            break
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ValueError(
+                f"Every batch of data must be an (x, y) pair, got {type(item).__name__}."
+            )
+        out.append((item[0], item[1]))
+    if not out:
+        raise ValueError("data yielded no batches.")
+    return out
+
+
+def _is_batch_list(data):
+    """True for a list of (x, y) pairs rather than an (x, y) pair."""
+    return all(isinstance(item, (tuple, list)) for item in data)
+
+
+def _num_examples(x):
+    first = keras.tree.flatten(x)[0]
+    return int(np.shape(first)[0])
+
+
+def _slice(x, start, stop):
+    return keras.tree.map_structure(lambda a: a[start:stop], x)
+
+
+def _check_input(model, x):
+    specs = keras.tree.flatten(model.inputs) if getattr(model, "inputs", None) else []
+    arrays = keras.tree.flatten(x)
+    if len(specs) != len(arrays):
+        raise ValueError(
+            f"data's x has {len(arrays)} input array(s) but model "
+            f"'{model.name}' takes {len(specs)}."
+        )
+    for spec, array in zip(specs, arrays):
+        want, got = tuple(spec.shape)[1:], tuple(np.shape(array))[1:]
+        if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
+            raise ValueError(
+                f"data's x has shape {tuple(np.shape(array))}, but model "
+                f"'{model.name}' expects inputs of shape {tuple(spec.shape)} "
+                f"(batch first)."
+            )
+
+
+# --------------------------------------------------------------------------
+# Copies of the model (scoring never touches the caller's model)
+# --------------------------------------------------------------------------
+
+
+def _scoring_copy(plan, float64=False, linear_softmax=False):
+    """A plain clone of the model; returns `(clone, {key: variable})`."""
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if float64 and "dtype" in config:
+            config["dtype"] = "float64"
+        if linear_softmax:
+            if isinstance(layer, keras.layers.Softmax):
+                return keras.layers.Identity(name=layer.name, dtype=config.get("dtype"))
+            if _is_softmax(config.get("activation")):
+                config["activation"] = "linear"
+        return layer.__class__.from_config(config)
+
+    clone = prune_lib._clone(plan.model, clone_layer)
+    by_name = {l.name: l for l in prune_lib._leaf_layers(clone)}
+    variables = {}
+    for name in dict.fromkeys(k[0] for k in plan.keys):
+        for weight, _ in _targets_of(by_name[name], plan.include_bias):
+            variables[(name, _weight_name(weight))] = weight
+    return clone, variables
+
+
+def _is_softmax(activation):
+    if activation is None:
+        return False
+    if isinstance(activation, str):
+        return activation == "softmax"
+    if isinstance(activation, dict):
+        return activation.get("config") == "softmax" or activation.get("class_name") == "softmax"
+    return getattr(activation, "__name__", "") == "softmax"
+
+
+def _wrap_fixed(plan, scope, overrides, include_bias):
+    """The caller's model cloned with fixed-mask PruneWrappers on the targets."""
+
+    def clone_layer(layer):
+        new = prune_lib._fresh_copy(layer)
+        if id(layer) not in plan.target_ids:
+            return new
+        layer_scope = "layer" if layer.name in overrides else scope
+        return PruneWrapper(new, pruning_schedule=None, scope=layer_scope,
+                            prune_bias=include_bias)
+
+    return prune_lib._clone(plan.model, clone_layer)
+
+
+# --------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------
+
+
+def _score(plan, loss, seed, temperature):
+    if plan.method == "magnitude":
+        return {k: np.abs(_value(v)) for k, v in _original_variables(plan).items()}
+    if plan.method == "random":
+        rng = np.random.default_rng(seed)
+        return {k: rng.random(tuple(v.shape)) for k, v in _original_variables(plan).items()}
+    if plan.method == "synflow":
+        raw, _ = _synflow(plan, None, {}, "global", 0, 1)
+        return raw
+    if plan.bn_mode == "train":
+        # Training-mode calls update BN statistics (and dropout seeds): use a copy.
+        clone, variables = _scoring_copy(plan)
+    else:
+        # Inference-mode forward/backward passes only read the variables, so
+        # the caller's model is used as is (this saves a clone per call).
+        clone, variables = plan.model, _original_variables(plan)
+    loss_fn = _loss_fn(plan.model, loss)
+    probs = _ends_in_softmax(plan.model)
+    training = plan.bn_mode == "train"
+    var_list = list(variables.values())
+    keys = list(variables)
+    bar = keras.utils.Progbar(len(plan.batches) * (2 if plan.method == "grasp" else 1),
+                              verbose=plan.verbose, unit_name="batch")
+    grad_fn, hvp_fn = _gradients, _grasp_hvp
+    if clone is plan.model:
+        grad_fn, hvp_fn = _compiled(plan.model, var_list, loss, loss_fn, temperature, probs)
+    if plan.method == "snip":
+        total = None
+        for x, y in plan.batches:
+            g = grad_fn(clone, var_list, x, y, loss_fn, training)
+            total = g if total is None else [a + b for a, b in zip(total, g)]
+            bar.add(1)
+        n = len(plan.batches)
+        return {k: np.abs(_value(v) * (g / n)) for k, v, g in zip(keys, var_list, total)}
+
+    # GraSP: g summed over batches, then Hg summed over batches.
+    if len(plan.batches) == 1:
+        # One batch: g and Hg come from a single forward pass.
+        x, y = plan.batches[0]
+        _, hg = hvp_fn(clone, var_list, None, x, y, loss_fn, training, temperature, probs)
+        bar.add(2)
+        return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
+    grad = None
+    for x, y in plan.batches:
+        g = grad_fn(clone, var_list, x, y, loss_fn, training, temperature, probs)
+        grad = g if grad is None else [a + b for a, b in zip(grad, g)]
+        bar.add(1)
+    hg = None
+    for x, y in plan.batches:
+        _, h = hvp_fn(clone, var_list, grad, x, y, loss_fn, training, temperature, probs)
+        hg = h if hg is None else [a + b for a, b in zip(hg, h)]
+        bar.add(1)
+    return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
+
+
+def _original_variables(plan):
+    by_name = {l.name: l for l in plan.targets}
+    out = {}
+    for layer in plan.targets:
+        for weight, _ in _targets_of(by_name[layer.name], plan.include_bias):
+            out[(layer.name, _weight_name(weight))] = weight
+    return out
+
+
+def _value(variable):
+    return np.array(keras.ops.convert_to_numpy(variable))
+
+
+def _ends_in_softmax(model):
+    try:
+        outputs = keras.tree.flatten(model.outputs)
+        layer = outputs[0]._keras_history[0]
+    except (AttributeError, IndexError, ValueError, TypeError):
+        layer = model.layers[-1] if model.layers else None
+    if layer is None:
+        return False
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return _is_softmax(getattr(layer, "activation", None))
+
+
+def _loss_fn(model, loss):
+    """`fn(y_true, y_pred) -> scalar` for SNIP/GraSP."""
+    if loss is None:
+        compiled = getattr(model, "loss", None)
+        if compiled is not None and not isinstance(compiled, (dict, list, tuple)):
+            loss = compiled
+    if loss is not None:
+        fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+        if not callable(fn):
+            raise TypeError(f"loss must be a Keras loss or callable, got {loss!r}.")
+
+        def user_loss(y, out):
+            return tf.reduce_mean(fn(y, out))
+
+        return user_loss
+    if len(keras.tree.flatten(model.outputs)) != 1:
+        raise ValueError(
+            f"Model '{model.name}' has several outputs; pass loss= to say how "
+            f"to score them."
+        )
+    from_logits = not _ends_in_softmax(model)
+
+    def default_loss(y, out):
+        y = tf.convert_to_tensor(y)
+        if y.shape.rank == out.shape.rank and out.shape[-1] not in (None, 1):
+            fn = keras.losses.categorical_crossentropy
+        else:
+            fn = keras.losses.sparse_categorical_crossentropy
+        return tf.reduce_mean(fn(y, out, from_logits=from_logits))
+
+    return default_loss
+
+
+def _forward(model, x, training):
+    try:
+        return model(x, training=training)
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
+        raise ValueError(
+            f"Model '{model.name}' could not run on the scoring data: {e}"
+        ) from e
+
+
+def _tempered(out, temperature, probs):
+    """GraSP's `outputs / T`, in the form the loss expects."""
+    if not probs:
+        return out / temperature
+    logp = tf.math.log(tf.clip_by_value(out, 1e-30, 1.0))
+    return tf.nn.softmax(logp / temperature, axis=-1)
+
+
+def _watch(tape, variables):
+    for v in variables:
+        tape.watch(getattr(v, "value", v))
+
+
+def _as_grads(grads, variables):
+    return [
+        np.zeros(tuple(v.shape), keras.backend.standardize_dtype(v.dtype)) if g is None
+        else np.asarray(g) for g, v in zip(grads, variables)
+    ]
+
+
+def _grad_tensors(model, variables, x, y, loss_fn, training, temperature=None, probs=False):
+    """dL/dtheta for one batch (GraSP: with tempered outputs), as tensors."""
+    values = [v.value for v in variables]
+    with tf.GradientTape() as tape:
+        _watch(tape, variables)
+        out = _forward(model, x, training)
+        if temperature is not None:
+            out = _tempered(out, temperature, probs)
+        loss = loss_fn(y, out)
+    return tape.gradient(loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def _hvp_tensors(model, variables, grad, x, y, loss_fn, training, temperature, probs):
+    """`(g_batch, H g)` for one batch, by double backpropagation, as tensors.
+
+    `Hg` is the gradient of `<stop_gradient(grad), dL/dtheta>`; with
+    `grad=None` the batch's own gradient is used (one batch: one pass).
+    """
+    values = [v.value for v in variables]
+    with tf.GradientTape() as outer:
+        _watch(outer, variables)
+        with tf.GradientTape() as inner:
+            _watch(inner, variables)
+            out = _tempered(_forward(model, x, training), temperature, probs)
+            loss = loss_fn(y, out)
+        g = inner.gradient(loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        fixed = g if grad is None else [tf.cast(a, b.dtype) for a, b in zip(grad, g)]
+        z = tf.add_n([tf.reduce_sum(tf.stop_gradient(a) * b) for a, b in zip(fixed, g)])
+    hg = outer.gradient(z, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return g, hg
+
+
+def _gradients(model, variables, x, y, loss_fn, training, temperature=None, probs=False):
+    """Eager `_grad_tensors`, as numpy arrays."""
+    return _as_grads(_grad_tensors(model, variables, x, y, loss_fn, training, temperature, probs),
+                     variables)
+
+
+def _grasp_hvp(model, variables, grad, x, y, loss_fn, training, temperature, probs):
+    """Eager `_hvp_tensors`, as numpy arrays."""
+    g, hg = _hvp_tensors(model, variables, grad, x, y, loss_fn, training, temperature, probs)
+    return _as_grads(g, variables), _as_grads(hg, variables)
+
+
+# Traced scoring functions per model, held weakly (they die with the model).
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _compiled(model, variables, loss, loss_fn, temperature, probs):
+    """`tf.function` versions of `_gradients` / `_grasp_hvp` for `model`.
+
+    Only for inference-mode scoring on the caller's model (nothing is
+    written). Eager Keras calls cost several training steps on small models;
+    these are traced once per model, loss and temperature and reused by later
+    calls (e.g. scoring one model at several sparsities or batch counts). The
+    functions reach the model through a weak reference.
+    """
+    per_model = _COMPILED.setdefault(model, {})
+    if loss is None:
+        loss = getattr(model, "loss", None)  # what `_loss_fn` used
+    key = (id(loss), float(temperature), bool(probs), tuple(id(v) for v in variables))
+    if key not in per_model:
+        ref = weakref.ref(model)
+
+        @tf.function(reduce_retracing=True)
+        def grad_graph(x, y, tempered):
+            t = temperature if tempered else None
+            return _grad_tensors(ref(), variables, x, y, loss_fn, False, t, probs)
+
+        @tf.function(reduce_retracing=True)
+        def hvp_graph(grad, x, y):
+            return _hvp_tensors(ref(), variables, grad, x, y, loss_fn, False, temperature, probs)
+
+        def grad_fn(model_, variables_, x, y, loss_fn_, training, t=None, probs_=False):
+            return _as_grads(grad_graph(x, y, t is not None), variables)
+
+        def hvp_fn(model_, variables_, grad, x, y, *unused):
+            g, hg = hvp_graph(grad, x, y)
+            return _as_grads(g, variables), _as_grads(hg, variables)
+
+        # `loss` is kept alive with the entry so its id is never reused.
+        per_model[key] = (grad_fn, hvp_fn, loss)
+    grad_fn, hvp_fn, _ = per_model[key]
+    return grad_fn, hvp_fn
+
+
+# --------------------------------------------------------------------------
+# SynFlow
+# --------------------------------------------------------------------------
+
+
+def _synflow_input(plan, clone):
+    if plan.batches:
+        x = plan.batches[0][0]
+        return keras.tree.map_structure(lambda a: np.ones((1,) + tuple(np.shape(a))[1:], "float64"), x)
+    specs = keras.tree.flatten(plan.model.inputs)
+    shapes = [tuple(s.shape)[1:] for s in specs]
+    if any(d is None for shape in shapes for d in shape):
+        raise ValueError(
+            f"SynFlow feeds an all-ones input, but model '{plan.model.name}' "
+            f"has input shape(s) {[tuple(s.shape) for s in specs]} with unknown "
+            f"dimensions; pass data=(x, y) so the input shape is known."
+        )
+    ones = [np.ones((1,) + shape, "float64") for shape in shapes]
+    return ones[0] if len(ones) == 1 else keras.tree.pack_sequence_as(plan.model._inputs_struct, ones)
+
+
+def _synflow_grad(clone, variables, x):
+    """(R, dR/dtheta) with the model in inference mode."""
+    values = [v.value for v in variables]
+    with tf.GradientTape() as tape:
+        _watch(tape, variables)
+        out = clone(x, training=False)
+        r = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float64)) for o in keras.tree.flatten(out)])
+    grads = tape.gradient(r, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return float(r.numpy()), [np.asarray(g) for g in grads]
+
+
+def _synflow(plan, sparsity, per_key, scope, min_keep, iterations):
+    """Iterative SynFlow; returns `(last_round_scores, masks)`.
+
+    With `sparsity=None`, one round on the dense net and `masks=None`.
+    """
+    clone, variables = _scoring_copy(plan, float64=True, linear_softmax=True)
+    x = _synflow_input(plan, clone)
+    # "Linearize": every floating weight of the copy becomes |w| (float64).
+    for v in clone.weights:
+        if keras.backend.is_float_dtype(v.dtype):
+            v.assign(np.abs(_value(v)))
+    keys = list(variables)
+    var_list = list(variables.values())
+    absolute = {k: _value(v) for k, v in variables.items()}
+    masks = {k: np.ones(a.shape, bool) for k, a in absolute.items()}
+    rounds = 1 if sparsity is None else iterations
+    bar = keras.utils.Progbar(rounds, verbose=plan.verbose, unit_name="round")
+    density = 1.0 - (sparsity or 0.0)
+    scores = None
+    for k in range(1, rounds + 1):
+        for key, v in variables.items():
+            v.assign(absolute[key] * masks[key])
+        r, grads = _synflow_grad(clone, var_list, x)
+        if not np.isfinite(r):
+            raise ValueError(
+                f"SynFlow's R = sum(outputs) overflowed even in float64 for "
+                f"model '{plan.model.name}' (R = {r}); the network is too deep "
+                f"or its weights too large for data-free path scoring."
+            )
+        scores = {key: np.abs(g * _value(v)) for key, v, g in zip(keys, var_list, grads)}
+        bar.add(1)
+        if sparsity is None:
+            break
+        round_sparsity = 1.0 - density ** (k / rounds)
+        round_per_key = {key: 1.0 - (1.0 - s) ** (k / rounds) for key, s in per_key.items()}
+        masks = _masks(scores, round_sparsity, round_per_key, scope, min_keep, keys, masks)
+    return scores, (None if sparsity is None else masks)
+
+
+# --------------------------------------------------------------------------
+# Scores -> masks: always through the mask engine
+# --------------------------------------------------------------------------
+
+
+def _masks(keep_scores, sparsity, per_key, scope, min_keep, keys, previous=None):
+    """Masks from keep-scores with `masking.compute_masks` (global or layer).
+
+    `previous` masks (SynFlow's earlier rounds) rank below every score, so a
+    weight pruned in an earlier round is never revived by the tie rule.
+    """
+    scores = {}
+    for k in keys:
+        s = np.asarray(keep_scores[k], dtype=np.float64)
+        if previous is not None:
+            s = np.where(previous[k], s, -np.inf)
+        scores[k] = s
+    if scope == "layer":
+        sparsity_arg = {k: per_key.get(k, sparsity) for k in keys}
+        return masking.compute_masks(scores, sparsity_arg, scope="layer")
+    # Global scope: overridden tensors get their own layer-scope masks.
+    out = {}
+    rest = [k for k in keys if k not in per_key]
+    if per_key:
+        out.update(masking.compute_masks({k: scores[k] for k in per_key}, dict(per_key), scope="layer"))
+    if rest:
+        out.update(masking.compute_masks({k: scores[k] for k in rest}, sparsity,
+                                         scope="global", min_keep=min_keep))
+    return {k: out[k] for k in keys}
