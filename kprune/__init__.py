@@ -2,11 +2,13 @@
 
 Magnitude pruning during `model.fit` (`prune_low_magnitude`, `PruningCallback`,
 `strip_pruning`), structured filter pruning into physically thinner models
-(`kprune.structured`), with one mask engine (`kprune.masking`) shared by every
+(`kprune.structured`), pruning at initialisation (`prune_at_init`: SNIP,
+GraSP, SynFlow), with one mask engine (`kprune.masking`) shared by every
 pruning method.
 """
 
 from kprune import data, masking, schedules, structured
+from kprune.at_init import init_scores, prune_at_init
 from kprune.callbacks import PruningCallback, UpdatePruningStep
 from kprune.flops import count_flops, count_params, width_report
 from kprune.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
@@ -33,6 +35,8 @@ __all__ = [
     "Unstructured",
     "UpdatePruningStep",
     "compute_mask",
+    "init_scores",
+    "prune_at_init",
     "count_flops",
     "count_params",
     "width_report",
