@@ -63,7 +63,7 @@ import tensorflow as tf  # noqa: E402
 
 from kprune import masking  # noqa: E402
 from kprune import prune as prune_lib  # noqa: E402
-from kprune.wrapper import PruneWrapper, is_prunable, prunable_weights  # noqa: E402
+from kprune.wrapper import PruneWrapper, prunable_weights  # noqa: E402
 
 __all__ = ["METHODS", "init_scores", "prune_at_init"]
 
@@ -282,13 +282,6 @@ def _weight_name(variable):
     return variable.name.split("/")[-1]
 
 
-def _targets_of(layer, include_bias):
-    pairs = [(w, layout) for w, layout in prunable_weights(layer)]
-    if include_bias and getattr(layer, "bias", None) is not None:
-        pairs.append((layer.bias, masking.Layout(in_axis=None, out_axis=-1)))
-    return pairs
-
-
 def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
           batches, iterations, verbose, batch_size):
     if not isinstance(method, str) or method.lower() not in METHODS:
@@ -301,7 +294,6 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
             f"pruning at initialisation needs a Keras model (Sequential or "
             f"functional), got {type(model).__module__}.{type(model).__name__}."
         )
-    prune_lib._check_model(model, "prune_at_init")
     if bn_mode not in ("inference", "train"):
         raise ValueError(f"bn_mode must be 'inference' or 'train', got {bn_mode!r}.")
     for name, value in (("batches", batches), ("iterations", iterations), ("batch_size", batch_size)):
@@ -310,37 +302,9 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
     if verbose not in (0, 1, 2, True, False):
         raise ValueError(f"verbose must be 0 or 1, got {verbose!r}.")
 
-    leaves = prune_lib._leaf_layers(model)
-    if any(isinstance(l, PruneWrapper) for l in leaves):
-        raise ValueError(
-            f"Model '{model.name}' is already pruned (it contains PruneWrapper "
-            f"layers). Call kprune.strip_pruning(model) first."
-        )
-    ignore = prune_lib._normalize_ignore(ignore)
-    overrides = overrides or {}
-    names = [l.name for l in leaves]
-    unknown = sorted(set(overrides) - set(names)) + sorted(n for n in ignore["names"] if n not in names)
-    if unknown:
-        raise ValueError(
-            f"Unknown layer name(s) {unknown} in sparsity_overrides/ignore; "
-            f"the model's layers are {sorted(set(names))}."
-        )
-
-    def wanted(layer):
-        if not is_prunable(layer) or layer.name in ignore["names"]:
-            return False
-        if ignore["types"] and isinstance(layer, ignore["types"]):
-            return False
-        return not (layer.name in overrides and overrides[layer.name] is None)
-
-    targets = [l for l in leaves if wanted(l)]
-    if not targets:
-        raise ValueError(
-            f"Model '{model.name}' has nothing to prune: no Dense, Conv*, "
-            f"SeparableConv*, DepthwiseConv* or Embedding layer (or layer with "
-            f"get_prunable_weights()) is left after ignore/overrides. Layers: "
-            f"{[(l.name, type(l).__name__) for l in leaves]}."
-        )
+    targets = prune_lib.select_layers(
+        model, overrides, ignore, caller="prune_at_init", overrides_arg="sparsity_overrides"
+    )
     target_names = [l.name for l in targets]
     if len(set(target_names)) != len(target_names):
         raise ValueError(
@@ -349,7 +313,7 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
         )
     keys, layouts = [], {}
     for layer in targets:
-        for weight, layout in _targets_of(layer, include_bias):
+        for weight, layout in prunable_weights(layer, include_bias):
             key = (layer.name, _weight_name(weight))
             keys.append(key)
             layouts[key] = layout
@@ -462,7 +426,7 @@ def _scoring_copy(plan, float64=False, linear_softmax=False):
     by_name = {l.name: l for l in prune_lib._leaf_layers(clone)}
     variables = {}
     for name in dict.fromkeys(k[0] for k in plan.keys):
-        for weight, _ in _targets_of(by_name[name], plan.include_bias):
+        for weight, _ in prunable_weights(by_name[name], plan.include_bias):
             variables[(name, _weight_name(weight))] = weight
     return clone, variables
 
@@ -555,7 +519,7 @@ def _original_variables(plan):
     by_name = {l.name: l for l in plan.targets}
     out = {}
     for layer in plan.targets:
-        for weight, _ in _targets_of(by_name[layer.name], plan.include_bias):
+        for weight, _ in prunable_weights(by_name[layer.name], plan.include_bias):
             out[(layer.name, _weight_name(weight))] = weight
     return out
 

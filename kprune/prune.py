@@ -221,7 +221,6 @@ def prune_low_magnitude(
     for name, value in overrides.items():
         if value is not None:
             schedules_lib._check_sparsity(f"sparsity[{name!r}]", value)
-    ignore = _normalize_ignore(ignore)
 
     if isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model):
         if isinstance(to_prune, PruneWrapper):
@@ -232,46 +231,7 @@ def prune_low_magnitude(
             _copy_weights(to_prune, wrapper)
         return wrapper
 
-    _check_model(to_prune, "prune_low_magnitude")
-    leaves = _leaf_layers(to_prune)
-    if any(isinstance(l, PruneWrapper) for l in leaves):
-        raise ValueError(
-            f"Model '{to_prune.name}' is already pruned (it contains PruneWrapper "
-            f"layers). Call kprune.strip_pruning(model) first to re-prune it."
-        )
-    names = {l.name for l in leaves}
-    unknown = sorted(set(overrides) - names) + sorted(
-        n for n in ignore["names"] if n not in names
-    )
-    if unknown:
-        raise ValueError(
-            f"Unknown layer name(s) {unknown} in sparsity/ignore; the model's "
-            f"layers are {sorted(names)}."
-        )
-
-    def wants(layer):
-        if not is_prunable(layer) or layer.name in ignore["names"]:
-            return False
-        if ignore["types"] and isinstance(layer, ignore["types"]):
-            return False
-        return not (layer.name in overrides and overrides[layer.name] is None)
-
-    targets = [l for l in leaves if wants(l)]
-    excluded = [l.name for l in leaves if is_prunable(l) and not wants(l)]
-    if not targets and excluded:
-        raise ValueError(
-            f"Every prunable layer of model '{to_prune.name}' is excluded by "
-            f"ignore= or sparsity={{name: None}}: {excluded}; "
-            f"{'scope=' + repr(scope) + ' has' if scope == 'global' else 'there is'} "
-            f"nothing to prune. Remove some of them from ignore=/sparsity=."
-        )
-    if not targets:
-        raise ValueError(
-            f"Model '{to_prune.name}' has no layer kprune can prune (Dense, "
-            f"Conv*, SeparableConv*, DepthwiseConv*, Embedding, or layers with "
-            f"get_prunable_weights()). Layers: "
-            f"{[(l.name, type(l).__name__) for l in leaves]}."
-        )
+    targets = select_layers(to_prune, overrides, ignore, "prune_low_magnitude")
     target_ids = {id(l) for l in targets}
     # Validate every granularity against every weight before cloning anything.
     for layer in targets:
@@ -307,6 +267,70 @@ def prune_low_magnitude(
     if verbose:
         print(summary(pruned))
     return pruned
+
+
+def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitude",
+                  overrides_arg="sparsity"):
+    """The layers of `model` to wrap: every prunable leaf layer, minus `ignore`
+    and the layers whose override is None.
+
+    Shared by `prune_low_magnitude` and `prune_at_init`, so both validate the
+    model and the layer names the same way.
+
+    Args:
+        model: a built Sequential or functional model.
+        overrides: dict `layer name -> sparsity or None`.
+        ignore: layer names or layer classes.
+        caller: the public function's name, for error messages.
+        overrides_arg: the name of the overrides argument, for error messages.
+
+    Returns:
+        The list of layers to wrap, in model order.
+
+    Raises:
+        TypeError / ValueError: not a usable model, already pruned, unknown
+            layer names, or nothing left to prune.
+    """
+    _check_model(model, caller)
+    overrides = overrides or {}
+    ignore = _normalize_ignore(ignore)
+    leaves = _leaf_layers(model)
+    if any(isinstance(l, PruneWrapper) for l in leaves):
+        raise ValueError(
+            f"Model '{model.name}' is already pruned (it contains PruneWrapper "
+            f"layers). Call kprune.strip_pruning(model) first to re-prune it."
+        )
+    names = {l.name for l in leaves}
+    unknown = sorted(set(overrides) - names) + sorted(n for n in ignore["names"] if n not in names)
+    if unknown:
+        raise ValueError(
+            f"Unknown layer name(s) {unknown} in {overrides_arg}/ignore; the "
+            f"model's layers are {sorted(names)}."
+        )
+
+    def wanted(layer):
+        if not is_prunable(layer) or layer.name in ignore["names"]:
+            return False
+        if ignore["types"] and isinstance(layer, ignore["types"]):
+            return False
+        return not (layer.name in overrides and overrides[layer.name] is None)
+
+    targets = [l for l in leaves if wanted(l)]
+    if targets:
+        return targets
+    excluded = [l.name for l in leaves if is_prunable(l)]
+    if excluded:
+        raise ValueError(
+            f"Every prunable layer of model '{model.name}' is excluded by "
+            f"ignore= or {overrides_arg}={{name: None}}: {excluded}; there is "
+            f"nothing to prune. Remove some of them from ignore=/{overrides_arg}=."
+        )
+    raise ValueError(
+        f"Model '{model.name}' has no layer kprune can prune (Dense, Conv*, "
+        f"SeparableConv*, DepthwiseConv*, Embedding, or layers with "
+        f"get_prunable_weights()): nothing to prune. Layers: "
+        f"{[(l.name, type(l).__name__) for l in leaves]}."
+    )
 
 
 def _weights_of(layer):

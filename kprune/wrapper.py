@@ -141,8 +141,13 @@ def is_prunable(layer):
     return not isinstance(layer, PruneWrapper) and _find_getter(layer) is not None
 
 
-def prunable_weights(layer):
-    """The `(variable, Layout)` pairs kprune prunes in a built `layer`."""
+def prunable_weights(layer, include_bias=False):
+    """The `(variable, Layout)` pairs kprune prunes in a built `layer`.
+
+    Args:
+        layer: a built Keras layer.
+        include_bias: also return the layer's `bias`, if it has one.
+    """
     getter = _find_getter(layer)
     if getter is None:
         raise ValueError(
@@ -152,7 +157,10 @@ def prunable_weights(layer):
             f"kprune.register_prunable, and layers defining "
             f"get_prunable_weights()."
         )
-    return list(getter(layer))
+    pairs = list(getter(layer))
+    if include_bias and getattr(layer, "bias", None) is not None:
+        pairs.append((layer.bias, _BIAS_LAYOUT))
+    return pairs
 
 
 # --------------------------------------------------------------------------
@@ -265,9 +273,7 @@ class PruneWrapper(keras.layers.Wrapper):
     def build(self, input_shape=None):
         super().build(input_shape)
         self._pruned = []
-        targets = prunable_weights(self.layer)
-        if self.prune_bias and getattr(self.layer, "bias", None) is not None:
-            targets.append((self.layer.bias, _BIAS_LAYOUT))
+        targets = prunable_weights(self.layer, include_bias=self.prune_bias)
         for index, (weight, layout) in enumerate(targets):
             self.granularity.validate(
                 tuple(weight.shape), layout, name=f"layer '{self.layer.name}' weight '{weight.name}'"
