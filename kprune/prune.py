@@ -83,20 +83,33 @@ def _is_functional(model):
     return callable(getattr(model, "_run_through_graph", None))
 
 
-def _clone(model, clone_layer):
-    """Clones `model` (recursively) with `clone_layer`, then copies weights."""
+def _clone(model, clone_layer, cache=None):
+    """Clones `model` (recursively) with `clone_layer`, then copies weights.
+
+    Nested Sequential/functional models are cloned by this function too, so
+    their inputs keep their names (`keras.models.clone_model(recursive=True)`
+    would rename them); `cache` keeps layers shared between them shared.
+    """
     pairs = []
+    cache = {} if cache is None else cache
 
     def clone_function(layer):
-        new = clone_layer(layer)
-        pairs.append((layer, new))
+        if id(layer) in cache:
+            return cache[id(layer)]
+        if isinstance(layer, keras.Sequential) or (
+            isinstance(layer, keras.Model) and _is_functional(layer)
+        ):
+            new = _clone(layer, clone_layer, cache)
+        else:
+            new = clone_layer(layer)
+            pairs.append((layer, new))
+        cache[id(layer)] = new
         return new
 
     clone = keras.models.clone_model(
         model,
         input_tensors=_named_inputs(model),
         clone_function=clone_function,
-        recursive=True,
     )
     for old, new in pairs:
         _copy_weights(old, new)
