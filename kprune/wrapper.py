@@ -451,6 +451,28 @@ class PruneWrapper(keras.layers.Wrapper):
             self.add_loss(loss)
         return outputs
 
+    def get_build_config(self):
+        # The wrapped layer's own build config too: MultiHeadAttention needs
+        # every input shape to rebuild when a saved model is loaded.
+        config = super().get_build_config()
+        inner = self.layer.get_build_config() if self.layer.built else None
+        if inner:
+            config = {**(config or {}), "layer_build_config": inner}
+        return config
+
+    def build_from_config(self, config):
+        config = dict(config or {})
+        # Without the wrapped layer's own config, the wrapper's applies to it
+        # (the shapes the wrapper is called with are the layer's).
+        inner = config.pop("layer_build_config", None) or config
+        if inner and not self.layer.built:
+            self.layer.build_from_config(inner)
+        if "input_shape" in config or "shapes_dict" in config:
+            shapes = config.get("shapes_dict") or {}
+            self.build(config.get("input_shape", next(iter(shapes.values()), None)))
+        elif self.layer.built and not self.built:
+            self.build(None)
+
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return self.layer.compute_output_shape(input_shape, *args, **kwargs)
 

@@ -366,3 +366,42 @@ def test_channel_on_embedding_is_a_clear_error():
         model, granularity=kprune.Channel(), ignore=[L.Embedding]
     )
     assert [w.layer.name for w in find_wrappers(pruned)] == ["fc"]
+
+
+def test_save_and_load_attention_and_recurrent(tmp_path):
+    model = _mha_model()
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(8, SEQ, FEAT)).astype("float32"),
+         rng.normal(size=(8, SEQ + 2, FEAT)).astype("float32")]
+    pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5))
+    kprune.Pruner(pruned).start()
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    for a, b in zip(find_wrappers(pruned), find_wrappers(loaded)):
+        for ma, mb in zip(a.masks, b.masks):
+            np.testing.assert_array_equal(_np(ma), _np(mb))
+    np.testing.assert_allclose(
+        _np(loaded.predict(x, verbose=0)), _np(pruned.predict(x, verbose=0)), rtol=1e-5, atol=1e-6
+    )
+    rnn = _seq_model(L.Bidirectional(L.LSTM(3)), L.Dense(2))
+    pruned = kprune.prune_low_magnitude(rnn, kprune.ConstantSparsity(0.5))
+    kprune.Pruner(pruned).start()
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    xs = rng.normal(size=(4, SEQ, FEAT)).astype("float32")
+    np.testing.assert_allclose(
+        _np(loaded.predict(xs, verbose=0)), _np(pruned.predict(xs, verbose=0)), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_prune_a_built_attention_layer():
+    mha = L.MultiHeadAttention(num_heads=2, key_dim=4)
+    q = np.random.default_rng(0).normal(size=(2, SEQ, FEAT)).astype("float32")
+    v = np.random.default_rng(1).normal(size=(2, SEQ + 1, FEAT)).astype("float32")
+    ref = _np(mha(q, v))
+    wrapper = kprune.prune_low_magnitude(mha, kprune.ConstantSparsity(0.5))
+    np.testing.assert_allclose(_np(wrapper(q, v)), ref, rtol=1e-5, atol=1e-6)
+    assert len(wrapper.masks) == 4
+    plain = kprune.strip_pruning(wrapper)
+    np.testing.assert_allclose(_np(plain(q, v)), ref, rtol=1e-5, atol=1e-6)
