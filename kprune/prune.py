@@ -60,20 +60,71 @@ def _check_model(model, what):
             f"keras.Sequential or a functional model), got "
             f"{type(model).__module__}.{type(model).__name__}."
         )
+    is_graph = isinstance(model, keras.Sequential) or _is_functional(model)
+    if not is_graph:
+        raise ValueError(_subclassed_message(model, what))
     if not model.built:
         raise ValueError(
             f"Model '{model.name}' is not built. Build it first, for example "
             f"with a keras.Input layer or model.build(input_shape)."
         )
-    is_graph = isinstance(model, keras.Sequential) or _is_functional(model)
-    if not is_graph:
-        raise ValueError(
-            f"Model '{model.name}' is a subclassed keras.Model, which kprune "
-            f"cannot copy and rewrap. Wrap the layers inside your model "
-            f"yourself, e.g. self.dense = kprune.PruneWrapper(keras.layers."
-            f"Dense(10), kprune.ConstantSparsity(0.8)), or rebuild it as a "
-            f"Sequential or functional model."
+
+
+def _subclassed_message(model, what):
+    """Why a subclassed model cannot be rewrapped, layer by layer, and what to do."""
+    lines = [
+        f"{what}: model '{model.name}' is a subclassed keras.Model "
+        f"({type(model).__name__}). Its call() is Python code that kprune "
+        f"cannot copy and rewire, so it cannot put wrappers in (or take them "
+        f"out of) a copy of it, and it never modifies your model in place."
+    ]
+    wrapped, rows = [], []
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        kind = type(layer).__name__
+        if isinstance(layer, PruneWrapper):
+            wrapped.append(layer.name)
+        elif isinstance(layer, keras.Model):
+            if isinstance(layer, keras.Sequential) or _is_functional(layer):
+                rows.append(
+                    f"  - '{layer.name}' ({kind}): a nested model; prune it in "
+                    f"__init__ with kprune.prune_low_magnitude(...)"
+                )
+            else:
+                rows.append(
+                    f"  - '{layer.name}' ({kind}): a nested subclassed model; "
+                    f"wrap its layers in its own __init__"
+                )
+        elif is_prunable(layer):
+            rows.append(
+                f"  - '{layer.name}' ({kind}): prunable; wrap it in __init__ "
+                f"with kprune.PruneWrapper({kind}(...), schedule)"
+            )
+        elif layer.weights or not layer.built:
+            rows.append(f"  - '{layer.name}' ({kind}): not prunable, stays dense")
+    if wrapped and what == "prune_low_magnitude":
+        lines.append(
+            f"It already holds PruneWrapper layers {wrapped}: train it "
+            f"directly with callbacks=[kprune.PruningCallback()] (or "
+            f"kprune.Pruner in a custom loop); no prune_low_magnitude needed."
         )
+    elif wrapped:
+        lines.append(
+            f"It holds PruneWrapper layers {wrapped}. Their stored pruned "
+            f"weights are already exactly zero; to drop the wrappers, build the "
+            f"model without them and copy the weights layer by layer."
+        )
+    if rows:
+        lines.append("Layers found in it:")
+        lines.extend(rows)
+    lines.append(
+        "To prune it, either create the layers wrapped in __init__, e.g. "
+        "self.fc = kprune.PruneWrapper(keras.layers.Dense(10), "
+        "kprune.ConstantSparsity(0.8)), and train with "
+        "callbacks=[kprune.PruningCallback()]; or rebuild the model as a "
+        "keras.Sequential or functional model and call "
+        "kprune.prune_low_magnitude on it."
+    )
+    return "\n".join(lines)
 
 
 def _is_functional(model):
