@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from kprune.prune import find_wrappers
 from kprune.pruner import Pruner
 
 __all__ = ["PruningCallback", "UpdatePruningStep"]
@@ -49,6 +50,19 @@ class PruningCallback(keras.callbacks.Callback):
         self._last_batch = -1
 
     def on_train_begin(self, logs=None):
+        self.pruner = None
+        wrappers = find_wrappers(self.model)
+        if wrappers and not all(w.built for w in wrappers):
+            # A subclassed model that was not built before fit() is built by
+            # its first train step: arm the wrappers now and start pruning at
+            # the end of that first batch (which then ran with dense weights;
+            # build the model first, e.g. model(x[:1]), to prune from batch 0).
+            for w in wrappers:
+                w._armed = True
+            return
+        self._start()
+
+    def _start(self):
         self.pruner = Pruner(
             self.model, normalize=self.normalize, min_keep=self.min_keep, verbose=self.verbose
         ).start()
@@ -59,6 +73,8 @@ class PruningCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         # With steps_per_execution > 1, Keras reports the last batch index of
         # each execution, so the step advances by the difference.
+        if self.pruner is None:
+            self._start()
         self.pruner.step(batch - self._last_batch)
         self._last_batch = batch
         steps = (self.params or {}).get("steps")
@@ -66,10 +82,12 @@ class PruningCallback(keras.callbacks.Callback):
             self.pruner.sync()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.pruner.sync()
+        if self.pruner is not None:
+            self.pruner.sync()
 
     def on_train_end(self, logs=None):
-        self.pruner.sync()
+        if self.pruner is not None:
+            self.pruner.sync()
 
 
 #: tfmot's name for the same callback.
