@@ -35,6 +35,18 @@ def _leaf_layers(model):
     return out
 
 
+def _layers_in_subclassed(model, owner=None):
+    """`(layer, subclassed_model)` for leaf layers nested in subclassed models."""
+    out = []
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        if isinstance(layer, keras.Model):
+            graph = isinstance(layer, keras.Sequential) or _is_functional(layer)
+            out.extend(_layers_in_subclassed(layer, owner if graph else (owner or layer)))
+        elif owner is not None:
+            out.append((layer, owner))
+    return out
+
+
 def unprunable_layers(model):
     """Names and types of the layers with weights that kprune leaves dense."""
     return [
@@ -320,7 +332,20 @@ def prune_low_magnitude(
             return False
         return not (layer.name in overrides and overrides[layer.name] is None)
 
-    targets = [l for l in leaves if wants(l)]
+    # Layers inside a nested subclassed model are not reachable by cloning:
+    # its call() is Python code. Say so instead of leaving them dense quietly.
+    hidden = _layers_in_subclassed(to_prune)
+    hidden_ids = {id(l) for l, _ in hidden}
+    skipped = [(l, owner) for l, owner in hidden if wants(l)]
+    if skipped:
+        _warn(
+            "kprune: these prunable layers stay dense because they sit inside "
+            "a subclassed model, whose call() kprune cannot rewrap: "
+            + ", ".join(f"'{l.name}' ({type(l).__name__}) in '{o.name}'" for l, o in skipped)
+            + ". Wrap them in that model's __init__ with kprune.PruneWrapper, "
+            "or rebuild it as a functional or Sequential model."
+        )
+    targets = [l for l in leaves if wants(l) and id(l) not in hidden_ids]
     excluded = [l.name for l in leaves if is_prunable(l) and not wants(l)]
     if not targets and excluded:
         raise ValueError(
@@ -332,8 +357,9 @@ def prune_low_magnitude(
     if not targets:
         raise ValueError(
             f"Model '{to_prune.name}' has no layer kprune can prune (Dense, "
-            f"Conv*, SeparableConv*, DepthwiseConv*, Embedding, or layers with "
-            f"get_prunable_weights()). Layers: "
+            f"Conv*, SeparableConv*, DepthwiseConv*, Embedding, EinsumDense, "
+            f"MultiHeadAttention, SimpleRNN/LSTM/GRU, Bidirectional, "
+            f"TimeDistributed, or layers with get_prunable_weights()). Layers: "
             f"{[(l.name, type(l).__name__) for l in leaves]}."
         )
     target_ids = {id(l) for l in targets}

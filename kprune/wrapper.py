@@ -306,7 +306,9 @@ class PruneWrapper(keras.layers.Wrapper):
 
     Args:
         layer: the Keras layer to prune (Dense, Conv*, SeparableConv*,
-            DepthwiseConv*, Embedding, a registered type, or a layer defining
+            DepthwiseConv*, Embedding, EinsumDense, MultiHeadAttention,
+            SimpleRNN/LSTM/GRU, Bidirectional or TimeDistributed around one of
+            these, a registered type, or a layer defining
             `get_prunable_weights()`).
         pruning_schedule: a `kprune.ConstantSparsity` or
             `kprune.PolynomialDecay`, or `None` for **fixed masks** (the masks

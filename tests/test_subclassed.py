@@ -142,3 +142,29 @@ def test_already_wrapped_subclassed_says_just_train_it():
         kprune.prune_low_magnitude(model)
     with pytest.raises(ValueError, match="(?s)strip_pruning.*subclassed.*already exactly zero"):
         kprune.strip_pruning(model)
+
+
+class Block(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = L.Dense(8, activation="relu", name="blk_fc")
+
+    def call(self, x):
+        return self.inner(x)
+
+
+def test_subclassed_block_inside_functional_warns_and_prunes_the_rest():
+    inp = keras.Input((12,))
+    out = L.Dense(4, name="top")(Block(name="blk")(L.Dense(8, name="pre")(inp)))
+    model = keras.Model(inp, out)
+    x, y = _data()
+    with pytest.warns(UserWarning, match="'blk_fc' \\(Dense\\) in 'blk'.*PruneWrapper"):
+        pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5, frequency=1))
+    assert sorted(w.layer.name for w in find_wrappers(pruned)) == ["pre", "top"]
+    # same function before training (all weights carried over, block included)
+    np.testing.assert_allclose(_np(pruned(x)), _np(model(x)), rtol=1e-5, atol=1e-6)
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    pruned.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[kprune.PruningCallback()])
+    for w in find_wrappers(pruned):
+        m = _np(w.masks[0])
+        assert int(m.sum()) == masking.kept_count(m.size, 0.5)
