@@ -338,12 +338,13 @@ def prune_low_magnitude(
     hidden_ids = {id(l) for l, _ in hidden}
     skipped = [(l, owner) for l, owner in hidden if wants(l)]
     if skipped:
-        _warn(
+        warnings.warn(
             "kprune: these prunable layers stay dense because they sit inside "
             "a subclassed model, whose call() kprune cannot rewrap: "
             + ", ".join(f"'{l.name}' ({type(l).__name__}) in '{o.name}'" for l, o in skipped)
             + ". Wrap them in that model's __init__ with kprune.PruneWrapper, "
-            "or rebuild it as a functional or Sequential model."
+            "or rebuild it as a functional or Sequential model.",
+            stacklevel=2,
         )
     targets = [l for l in leaves if wants(l) and id(l) not in hidden_ids]
     excluded = [l.name for l in leaves if is_prunable(l) and not wants(l)]
