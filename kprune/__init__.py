@@ -9,7 +9,7 @@ pruning method.
 
 from kprune import data, masking, schedules, structured
 from kprune.at_init import init_scores, prune_at_init
-from kprune.callbacks import PruningCallback, UpdatePruningStep
+from kprune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from kprune.flops import count_flops, count_params, width_report
 from kprune.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
 from kprune.prune import prune_low_magnitude, strip_pruning
@@ -32,6 +32,7 @@ __all__ = [
     "Pruner",
     "PruningCallback",
     "PruningSchedule",
+    "PruningSummaries",
     "Unstructured",
     "UpdatePruningStep",
     "compute_mask",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
+from kprune.prune import find_wrappers
 from kprune.pruner import Pruner
 
-__all__ = ["PruningCallback", "UpdatePruningStep"]
+__all__ = ["PruningCallback", "PruningSummaries", "UpdatePruningStep"]
 
 
 class PruningCallback(keras.callbacks.Callback):
@@ -49,6 +51,19 @@ class PruningCallback(keras.callbacks.Callback):
         self._last_batch = -1
 
     def on_train_begin(self, logs=None):
+        self.pruner = None
+        wrappers = find_wrappers(self.model)
+        if wrappers and not all(w.built for w in wrappers):
+            # A subclassed model that was not built before fit() is built by
+            # its first train step: arm the wrappers now and start pruning at
+            # the end of that first batch (which then ran with dense weights;
+            # build the model first, e.g. model(x[:1]), to prune from batch 0).
+            for w in wrappers:
+                w._armed = True
+            return
+        self._start()
+
+    def _start(self):
         self.pruner = Pruner(
             self.model, normalize=self.normalize, min_keep=self.min_keep, verbose=self.verbose
         ).start()
@@ -59,6 +74,8 @@ class PruningCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         # With steps_per_execution > 1, Keras reports the last batch index of
         # each execution, so the step advances by the difference.
+        if self.pruner is None:
+            self._start()
         self.pruner.step(batch - self._last_batch)
         self._last_batch = batch
         steps = (self.params or {}).get("steps")
@@ -66,11 +83,137 @@ class PruningCallback(keras.callbacks.Callback):
             self.pruner.sync()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.pruner.sync()
+        if self.pruner is not None:
+            self.pruner.sync()
 
     def on_train_end(self, logs=None):
-        self.pruner.sync()
+        if self.pruner is not None:
+            self.pruner.sync()
 
 
 #: tfmot's name for the same callback.
 UpdatePruningStep = PruningCallback
+
+
+class PruningSummaries(keras.callbacks.Callback):
+    """Writes per-layer sparsity to TensorBoard during `model.fit`.
+
+    Scalars, all at the pruning step (the number of training batches run so
+    far, the step the schedules use):
+
+    * `sparsity/<layer>`: the fraction of zeros in the layer's masks;
+    * `target_sparsity/<layer>`: what the layer's schedule asks for at that
+      step (masks follow it at the schedule's update steps);
+    * `sparsity_total`: the fraction of zeros over all pruned weights.
+
+    Put it after `kprune.PruningCallback` in `callbacks=[...]`, so a batch's
+    mask update is written at that batch. It needs TensorFlow (`tf.summary`)
+    for the event files, whatever the Keras backend.
+
+    Args:
+        log_dir: directory of the event files (created if needed); point
+            TensorBoard at it, or at a parent shared with
+            `keras.callbacks.TensorBoard`.
+        update_freq: `"epoch"` (at each epoch end), `"batch"` (after every
+            batch) or an integer `N` (every `N` batches).
+
+    Example:
+    ```python
+    pruned.fit(x, y, epochs=3, callbacks=[
+        kprune.PruningCallback(),
+        kprune.PruningSummaries("logs/pruning", update_freq=100),
+    ])
+    # tensorboard --logdir logs
+    ```
+    """
+
+    def __init__(self, log_dir, update_freq="epoch"):
+        super().__init__()
+        if update_freq not in ("epoch", "batch") and (
+            isinstance(update_freq, bool)
+            or not isinstance(update_freq, int)
+            or update_freq < 1
+        ):
+            raise ValueError(
+                f"update_freq must be 'epoch', 'batch' or a positive integer, "
+                f"got {update_freq!r}."
+            )
+        self.log_dir = str(log_dir)
+        self.update_freq = 1 if update_freq == "batch" else update_freq
+        self._writer = None
+        self._step = 0
+        self._last_batch = -1
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf  # tf.summary writes the event files
+
+        if not find_wrappers(self.model):
+            raise ValueError(
+                f"PruningSummaries: model '{self.model.name}' has no "
+                f"PruneWrapper layers to report on."
+            )
+        self._step = max([0] + [w.step for w in find_wrappers(self.model) if w.built])
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last_batch = -1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += batch - self._last_batch
+        self._last_batch = batch
+        if self.update_freq != "epoch" and self._step % self.update_freq == 0:
+            self.write(self._step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.update_freq == "epoch":
+            self.write(self._step)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write(self, step):
+        """Writes the scalars for `step` now (`fit` calls it on schedule)."""
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        zeros_total = size_total = 0
+        with self._writer.as_default(step=int(step)):
+            for w in find_wrappers(self.model):
+                if not w.built:
+                    continue
+                zeros = size = 0
+                for mask in w.masks:
+                    m = keras.ops.convert_to_numpy(mask)
+                    zeros += int(m.size - np.count_nonzero(m))
+                    size += int(m.size)
+                zeros_total += zeros
+                size_total += size
+                name = w.layer.name
+                _scalar(f"sparsity/{name}", zeros / max(size, 1))
+                if w.pruning_schedule is not None:
+                    _scalar(
+                        f"target_sparsity/{name}",
+                        float(w.pruning_schedule.sparsity(int(step))),
+                    )
+            _scalar("sparsity_total", zeros_total / max(size_total, 1))
+        self._writer.flush()
+
+
+def _scalar(tag, value):
+    """A TensorBoard scalar, written with TensorFlow alone.
+
+    `tf.summary.scalar` needs the `tensorboard` package installed; this
+    writes the same record (a float32 tensor tagged for the "scalars" plugin)
+    with `tf.summary.write`, so logging works without it.
+    """
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR,
+    )
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), metadata=metadata)

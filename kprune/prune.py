@@ -35,6 +35,18 @@ def _leaf_layers(model):
     return out
 
 
+def _layers_in_subclassed(model, owner=None):
+    """`(layer, subclassed_model)` for leaf layers nested in subclassed models."""
+    out = []
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        if isinstance(layer, keras.Model):
+            graph = isinstance(layer, keras.Sequential) or _is_functional(layer)
+            out.extend(_layers_in_subclassed(layer, owner if graph else (owner or layer)))
+        elif owner is not None:
+            out.append((layer, owner))
+    return out
+
+
 def unprunable_layers(model):
     """Names and types of the layers with weights that kprune leaves dense."""
     return [
@@ -60,20 +72,71 @@ def _check_model(model, what):
             f"keras.Sequential or a functional model), got "
             f"{type(model).__module__}.{type(model).__name__}."
         )
+    is_graph = isinstance(model, keras.Sequential) or _is_functional(model)
+    if not is_graph:
+        raise ValueError(_subclassed_message(model, what))
     if not model.built:
         raise ValueError(
             f"Model '{model.name}' is not built. Build it first, for example "
             f"with a keras.Input layer or model.build(input_shape)."
         )
-    is_graph = isinstance(model, keras.Sequential) or _is_functional(model)
-    if not is_graph:
-        raise ValueError(
-            f"Model '{model.name}' is a subclassed keras.Model, which kprune "
-            f"cannot copy and rewrap. Wrap the layers inside your model "
-            f"yourself, e.g. self.dense = kprune.PruneWrapper(keras.layers."
-            f"Dense(10), kprune.ConstantSparsity(0.8)), or rebuild it as a "
-            f"Sequential or functional model."
+
+
+def _subclassed_message(model, what):
+    """Why a subclassed model cannot be rewrapped, layer by layer, and what to do."""
+    lines = [
+        f"{what}: model '{model.name}' is a subclassed keras.Model "
+        f"({type(model).__name__}). Its call() is Python code that kprune "
+        f"cannot copy and rewire, so it cannot put wrappers in (or take them "
+        f"out of) a copy of it, and it never modifies your model in place."
+    ]
+    wrapped, rows = [], []
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        kind = type(layer).__name__
+        if isinstance(layer, PruneWrapper):
+            wrapped.append(layer.name)
+        elif isinstance(layer, keras.Model):
+            if isinstance(layer, keras.Sequential) or _is_functional(layer):
+                rows.append(
+                    f"  - '{layer.name}' ({kind}): a nested model; prune it in "
+                    f"__init__ with kprune.prune_low_magnitude(...)"
+                )
+            else:
+                rows.append(
+                    f"  - '{layer.name}' ({kind}): a nested subclassed model; "
+                    f"wrap its layers in its own __init__"
+                )
+        elif is_prunable(layer):
+            rows.append(
+                f"  - '{layer.name}' ({kind}): prunable; wrap it in __init__ "
+                f"with kprune.PruneWrapper({kind}(...), schedule)"
+            )
+        elif layer.weights or not layer.built:
+            rows.append(f"  - '{layer.name}' ({kind}): not prunable, stays dense")
+    if wrapped and what == "prune_low_magnitude":
+        lines.append(
+            f"It already holds PruneWrapper layers {wrapped}: train it "
+            f"directly with callbacks=[kprune.PruningCallback()] (or "
+            f"kprune.Pruner in a custom loop); no prune_low_magnitude needed."
         )
+    elif wrapped:
+        lines.append(
+            f"It holds PruneWrapper layers {wrapped}. Their stored pruned "
+            f"weights are already exactly zero; to drop the wrappers, build the "
+            f"model without them and copy the weights layer by layer."
+        )
+    if rows:
+        lines.append("Layers found in it:")
+        lines.extend(rows)
+    lines.append(
+        "To prune it, either create the layers wrapped in __init__, e.g. "
+        "self.fc = kprune.PruneWrapper(keras.layers.Dense(10), "
+        "kprune.ConstantSparsity(0.8)), and train with "
+        "callbacks=[kprune.PruningCallback()]; or rebuild the model as a "
+        "keras.Sequential or functional model and call "
+        "kprune.prune_low_magnitude on it."
+    )
+    return "\n".join(lines)
 
 
 def _is_functional(model):
@@ -83,20 +146,33 @@ def _is_functional(model):
     return callable(getattr(model, "_run_through_graph", None))
 
 
-def _clone(model, clone_layer):
-    """Clones `model` (recursively) with `clone_layer`, then copies weights."""
+def _clone(model, clone_layer, cache=None):
+    """Clones `model` (recursively) with `clone_layer`, then copies weights.
+
+    Nested Sequential/functional models are cloned by this function too, so
+    their inputs keep their names (`keras.models.clone_model(recursive=True)`
+    would rename them); `cache` keeps layers shared between them shared.
+    """
     pairs = []
+    cache = {} if cache is None else cache
 
     def clone_function(layer):
-        new = clone_layer(layer)
-        pairs.append((layer, new))
+        if id(layer) in cache:
+            return cache[id(layer)]
+        if isinstance(layer, keras.Sequential) or (
+            isinstance(layer, keras.Model) and _is_functional(layer)
+        ):
+            new = _clone(layer, clone_layer, cache)
+        else:
+            new = clone_layer(layer)
+            pairs.append((layer, new))
+        cache[id(layer)] = new
         return new
 
     clone = keras.models.clone_model(
         model,
         input_tensors=_named_inputs(model),
         clone_function=clone_function,
-        recursive=True,
     )
     for old, new in pairs:
         _copy_weights(old, new)
@@ -315,7 +391,21 @@ def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitud
             return False
         return not (layer.name in overrides and overrides[layer.name] is None)
 
-    targets = [l for l in leaves if wanted(l)]
+    # Layers inside a nested subclassed model are not reachable by cloning:
+    # its call() is Python code. Say so instead of leaving them dense quietly.
+    hidden = _layers_in_subclassed(model)
+    hidden_ids = {id(l) for l, _ in hidden}
+    skipped = [(l, owner) for l, owner in hidden if wanted(l)]
+    if skipped:
+        warnings.warn(
+            "kprune: these prunable layers stay dense because they sit inside "
+            "a subclassed model, whose call() kprune cannot rewrap: "
+            + ", ".join(f"'{l.name}' ({type(l).__name__}) in '{o.name}'" for l, o in skipped)
+            + ". Wrap them in that model's __init__ with kprune.PruneWrapper, "
+            "or rebuild it as a functional or Sequential model.",
+            stacklevel=3,
+        )
+    targets = [l for l in leaves if wanted(l) and id(l) not in hidden_ids]
     if targets:
         return targets
     excluded = [l.name for l in leaves if is_prunable(l)]
@@ -327,8 +417,10 @@ def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitud
         )
     raise ValueError(
         f"Model '{model.name}' has no layer kprune can prune (Dense, Conv*, "
-        f"SeparableConv*, DepthwiseConv*, Embedding, or layers with "
-        f"get_prunable_weights()): nothing to prune. Layers: "
+        f"SeparableConv*, DepthwiseConv*, Embedding, EinsumDense, "
+        f"MultiHeadAttention, SimpleRNN/LSTM/GRU, Bidirectional, "
+        f"TimeDistributed, or layers with get_prunable_weights()): nothing to "
+        f"prune. Layers: "
         f"{[(l.name, type(l).__name__) for l in leaves]}."
     )
 

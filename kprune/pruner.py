@@ -12,6 +12,13 @@ for x, y in dataset:
 pruner.sync()               # store the step in the model before saving
 ```
 
+A loop that keeps its own step counter can call `kprune.update_masks(model,
+step)` before each step instead (it needs no object and catches up on
+updates it was not called at). Either way, pruned weights stay exactly zero
+after `optimizer.apply_gradients`, because the wrappers' `MaskConstraint`
+runs inside it; a loop that assigns variables itself must multiply by the
+masks (`wrapper.masks`) on its own.
+
 The step is a Python counter while training; it is written to the wrappers'
 `pruning_step` variables at every mask update and on `sync()`, so a model
 saved after `sync()` resumes at the right step.
@@ -188,26 +195,45 @@ class Pruner:
 
 
 def update_masks(model, step, normalize=None, min_keep=1):
-    """One-shot mask update of every scheduled wrapper at `step`.
+    """Updates the masks that are due at `step`, for loops with their own counter.
 
-    A functional shortcut for custom loops that keep their own step counter:
-    it updates the wrappers whose schedule says "prune" at `step` and stores
-    `step` in the model.
+    Call it **before** each training step, with the index of the step about
+    to run (0, 1, 2, ...; for example `int(optimizer.iterations)`). A wrapper
+    is updated when its schedule has an update step after the step stored in
+    the model and at most `step`, so a loop that calls it only every few
+    steps still applies every update (at the step it is called with). The
+    step is then stored in the model (for saving and resuming), and the
+    wrappers are armed for training like `Pruner.start()` does.
 
     Args:
         model: a pruned model.
-        step: the current training step (int >= 0).
+        step: the index of the training step about to run (int >= 0).
         normalize, min_keep: as in `Pruner`.
 
     Returns:
         The list of layer names whose masks were updated.
 
     Example:
-    >>> kprune.update_masks(model, step=int(optimizer.iterations))
+    ```python
+    for x, y in dataset:
+        kprune.update_masks(model, int(optimizer.iterations))
+        train_step(x, y)   # GradientTape + optimizer.apply_gradients
+    ```
     """
+    step = int(step)
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}.")
     pruner = Pruner(model, normalize=normalize, min_keep=min_keep)
-    pruner._step = int(step)
-    due = [w for w in pruner.wrappers if w.pruning_schedule.should_prune(step)]
-    pruner._assign(int(step), due)
+    for w in pruner.wrappers:
+        w._armed = True
+    due = []
+    for w in pruner.wrappers:
+        stored = w.step
+        first = stored + 1 if stored < step else step
+        nxt = w.pruning_schedule.next_update(first)
+        if nxt is not None and nxt <= step:
+            due.append(w)
+    pruner._step = step
+    pruner._assign(step, due)
     pruner.sync()
     return [w.layer.name for w in due]

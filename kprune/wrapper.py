@@ -21,6 +21,8 @@ Which weights are prunable is decided by a registry keyed by layer type
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import keras
 import tensorflow as tf
@@ -116,6 +118,97 @@ for _cls, _getter in [
     (L.Embedding, _attr("embeddings", _NO_CHANNEL_LAYOUT)),
 ]:
     _REGISTRY.append((_cls, _getter))
+del _cls, _getter
+
+
+# -- Attention, EinsumDense, recurrent and container layers ------------------
+#
+# Layouts of EinsumDense kernels come from the equation: the input axis is the
+# last kernel axis that is contracted (in the input, not in the output), the
+# output axis the last kernel axis that appears in the output. For a kernel
+# `[d_in, units]` this is the Dense layout. When a contracted group of axes is
+# flattened into TFLite's `[out, in]` FullyConnected weight, the last
+# contracted axis is the contiguous one, which is where NM groups belong.
+#
+# MultiHeadAttention overrides the query/key/value output axis: their kernels
+# are `[d_model, heads, head_dim]`, and `Layout(in_axis=0, out_axis=1)` makes
+# `Channel` granularity remove whole heads of each projection (each projection
+# picks its own heads), instead of one `head_dim` index in every head. The
+# output kernel `[heads, head_dim, d_model]` uses `Layout(in_axis=1,
+# out_axis=2)`: NM groups run along `head_dim`, channels are output features.
+#
+# Recurrent layers prune `kernel` and `recurrent_kernel` of their cell, both
+# `[in or units, gates * units]` (Dense layout: a `Channel` is one unit of one
+# gate). The bias is never pruned, as for every other layer.
+
+
+def _einsum_layout(equation, rank):
+    """`masking.Layout` of an EinsumDense kernel, read from its equation."""
+    inputs, output = equation.replace(" ", "").split("->")
+    lhs, kernel = inputs.split(",")
+    kernel = kernel.replace("...", "")
+    if len(kernel) != rank:
+        return _NO_CHANNEL_LAYOUT
+    contracted = [i for i, c in enumerate(kernel) if c in lhs and c not in output]
+    produced = [i for i, c in enumerate(kernel) if c in output]
+    return masking.Layout(
+        in_axis=contracted[-1] if contracted else None,
+        out_axis=produced[-1] if produced else None,
+    )
+
+
+def _einsum_getter(layer):
+    kernel = layer.kernel
+    return [(kernel, _einsum_layout(layer.equation, len(kernel.shape)))]
+
+
+_HEADS_LAYOUT = masking.Layout(in_axis=0, out_axis=1)
+
+
+def _attention_getter(layer):
+    pairs = []
+    for dense in (layer._query_dense, layer._key_dense, layer._value_dense):
+        (kernel, layout), = _einsum_getter(dense)
+        if len(kernel.shape) == 3:
+            layout = _HEADS_LAYOUT
+        pairs.append((kernel, layout))
+    pairs.extend(_einsum_getter(layer._output_dense))
+    return pairs
+
+
+def _cell_getter(layer):
+    return [
+        (layer.kernel, masking.DENSE_LAYOUT),
+        (layer.recurrent_kernel, masking.DENSE_LAYOUT),
+    ]
+
+
+def _delegating(inner):
+    """A getter for a layer that holds other layers (`inner(layer)` lists them).
+
+    It prunes what the prunable inner layers prune, and applies only when at
+    least one inner layer is prunable (so `TimeDistributed(Dropout)` is not).
+    """
+
+    def getter(layer):
+        return [pair for sub in inner(layer) if is_prunable(sub) for pair in prunable_weights(sub)]
+
+    getter.applies = lambda layer: any(is_prunable(sub) for sub in inner(layer))
+    return getter
+
+
+for _cls, _getter in [
+    (L.MultiHeadAttention, _attention_getter),
+    (L.EinsumDense, _einsum_getter),
+    (L.SimpleRNNCell, _cell_getter),
+    (L.LSTMCell, _cell_getter),
+    (L.GRUCell, _cell_getter),
+    (L.StackedRNNCells, _delegating(lambda l: list(l.cells))),
+    (L.RNN, _delegating(lambda l: [l.cell])),
+    (L.Bidirectional, _delegating(lambda l: [l.forward_layer, l.backward_layer])),
+    (L.TimeDistributed, _delegating(lambda l: [l.layer])),
+]:
+    _REGISTRY.append((_cls, _getter))
 del L, _cls, _getter
 
 
@@ -132,8 +225,20 @@ def _find_getter(layer):
         return _custom_getter
     for cls, getter in _REGISTRY:
         if isinstance(layer, cls):
-            return getter
+            applies = getattr(getter, "applies", None)
+            return getter if applies is None or applies(layer) else None
     return None
+
+
+def _first_call_argument(layer):
+    for p in inspect.signature(layer.call).parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            return p.name
+    return None
+
+
+def _shapes(value):
+    return keras.tree.map_structure(lambda t: tuple(t.shape), value)
 
 
 def is_prunable(layer):
@@ -152,8 +257,10 @@ def prunable_weights(layer, include_bias=False):
     if getter is None:
         raise ValueError(
             f"Layer '{layer.name}' ({type(layer).__name__}) is not prunable: "
-            f"kprune prunes Dense, Conv*, SeparableConv*, DepthwiseConv* and "
-            f"Embedding layers, layers registered with "
+            f"kprune prunes Dense, Conv*, SeparableConv*, DepthwiseConv*, "
+            f"Embedding, EinsumDense, MultiHeadAttention, SimpleRNN/LSTM/GRU "
+            f"(and Bidirectional or TimeDistributed around a prunable layer), "
+            f"layers registered with "
             f"kprune.register_prunable, and layers defining "
             f"get_prunable_weights()."
         )
@@ -208,7 +315,9 @@ class PruneWrapper(keras.layers.Wrapper):
 
     Args:
         layer: the Keras layer to prune (Dense, Conv*, SeparableConv*,
-            DepthwiseConv*, Embedding, a registered type, or a layer defining
+            DepthwiseConv*, Embedding, EinsumDense, MultiHeadAttention,
+            SimpleRNN/LSTM/GRU, Bidirectional or TimeDistributed around one of
+            these, a registered type, or a layer defining
             `get_prunable_weights()`).
         pruning_schedule: a `kprune.ConstantSparsity` or
             `kprune.PolynomialDecay`, or `None` for **fixed masks** (the masks
@@ -299,7 +408,43 @@ class PruneWrapper(keras.layers.Wrapper):
         )
         self.built = True
 
-    def call(self, inputs, *args, training=None, **kwargs):
+    def __call__(self, *args, **kwargs):
+        if not self.layer.built:
+            self._build_layer(args, kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def _build_layer(self, args, kwargs):
+        """Builds the wrapped layer from the shapes of the call arguments.
+
+        `keras.layers.Wrapper.build` only sees the first input's shape.
+        Shapes are matched to the wrapped layer's `build` arguments by name,
+        as Keras itself does, so MultiHeadAttention's
+        `build(query_shape, value_shape, key_shape=None)` gets every shape,
+        also when it is called by keyword (`mha(query=q, value=v)`).
+        """
+        try:
+            bound = inspect.signature(self.layer.call).bind_partial(*args, **kwargs).arguments
+        except TypeError:
+            return  # Keras raises its own error on the call itself.
+        params = [
+            p for p in inspect.signature(self.layer.build).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        if len(params) > 1:
+            shapes = {}
+            for p in params:
+                name = p.name[: -len("_shape")] if p.name.endswith("_shape") else p.name
+                if bound.get(name) is not None:
+                    shapes[p.name] = _shapes(bound[name])
+            self.layer.build(**shapes)
+        elif bound:
+            # The first call argument, whatever its name, like Keras does.
+            self.layer.build(_shapes(next(iter(bound.values()))))
+
+    def call(self, inputs=None, *args, training=None, **kwargs):
+        if inputs is None:
+            # Called by keyword, e.g. `mha(query=q, value=v)`.
+            inputs = kwargs.pop(_first_call_argument(self.layer))
         if training and self.pruning_schedule is not None and not self._armed:
             # Checked in Python, when the train step is traced or run eagerly.
             raise ValueError(_NO_CALLBACK_MESSAGE.format(name=self.layer.name))
@@ -322,8 +467,35 @@ class PruneWrapper(keras.layers.Wrapper):
             self.add_loss(loss)
         return outputs
 
+    def get_build_config(self):
+        # The wrapped layer's own build config too: MultiHeadAttention needs
+        # every input shape to rebuild when a saved model is loaded.
+        config = super().get_build_config()
+        inner = self.layer.get_build_config() if self.layer.built else None
+        if inner:
+            config = {**(config or {}), "layer_build_config": inner}
+        return config
+
+    def build_from_config(self, config):
+        config = dict(config or {})
+        # Without the wrapped layer's own config, the wrapper's applies to it
+        # (the shapes the wrapper is called with are the layer's).
+        inner = config.pop("layer_build_config", None) or config
+        if inner and not self.layer.built:
+            self.layer.build_from_config(inner)
+        if "input_shape" in config or "shapes_dict" in config:
+            shapes = config.get("shapes_dict") or {}
+            self.build(config.get("input_shape", next(iter(shapes.values()), None)))
+        elif self.layer.built and not self.built:
+            self.build(None)
+
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return self.layer.compute_output_shape(input_shape, *args, **kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        # Masking changes values, not shapes: the wrapped layer knows its
+        # output spec (MultiHeadAttention's needs every input, not the first).
+        return self.layer.compute_output_spec(*args, **kwargs)
 
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)
