@@ -26,13 +26,21 @@ saved after `sync()` resumes at the right step.
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kprune import masking
 from kprune.prune import find_wrappers
 
 __all__ = ["Pruner", "update_masks"]
+
+# Compiled mask-assign functions, per first wrapper of a due set, so that
+# repeated Pruner / update_masks calls on a model reuse one trace. Weak keys:
+# the cache never keeps a model alive.
+_ASSIGN_FNS = weakref.WeakKeyDictionary()
 
 
 class Pruner:
@@ -134,6 +142,22 @@ class Pruner:
 
     # -- internals ----------------------------------------------------------
 
+    def _assign_all(self, wrappers, masks, step):
+        """Assigns every due wrapper's masks (and step) in ONE compiled call."""
+        key = tuple(id(w) for w in wrappers)
+        cache = _ASSIGN_FNS.setdefault(wrappers[0], {})
+        fn = cache.get(key)
+        if fn is None:
+            def assign(all_masks, step_value, wrappers=tuple(wrappers)):
+                for w, ms in zip(wrappers, all_masks):
+                    w._assign_masks_graph(ms, step_value)
+
+            fn = cache[key] = tf.function(assign)
+        fn(
+            [[keras.ops.convert_to_tensor(np.asarray(m, dtype=bool)) for m in ms] for ms in masks],
+            keras.ops.convert_to_tensor(int(step), "int64"),
+        )
+
     def _due(self, first, last):
         due = []
         for w in self.wrappers:
@@ -182,9 +206,10 @@ class Pruner:
                 normalize=self.normalize,
                 min_keep=self.min_keep,
             ))
-        for wi, w in enumerate(wrappers):
-            keys = [(wi, vi) for vi in range(len(w.prunable_weights))]
-            w.assign_masks([masks[k] for k in keys], step=step)
+        self._assign_all(wrappers, [
+            [masks[(wi, vi)] for vi in range(len(w.prunable_weights))]
+            for wi, w in enumerate(wrappers)
+        ], step)
         if self.verbose:
             kept = sum(int(m.sum()) for m in masks.values())
             total = sum(m.size for m in masks.values())

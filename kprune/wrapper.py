@@ -561,7 +561,7 @@ class PruneWrapper(keras.layers.Wrapper):
                     f"Mask for '{weight.path}' must have shape "
                     f"{tuple(weight.shape)}, got {mask.shape}."
                 )
-            arrays.append(ops.convert_to_tensor(mask.astype(bool)))
+            arrays.append(ops.convert_to_tensor(mask.astype(bool, copy=False)))
         if self._assign_fn is None:
             # One compiled call per update instead of ~6 eager ops per
             # weight: mask updates run between training steps, where eager
