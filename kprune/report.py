@@ -94,6 +94,15 @@ class SparsityReport:
     __repr__ = __str__
 
 
+def _weight_label(layer_name, variable):
+    """The variable's path below its layer: 'kernel', 'query/kernel', ..."""
+    parts = variable.path.split("/")
+    owners = [i for i, part in enumerate(parts[:-1]) if part == layer_name]
+    if owners:
+        parts = parts[owners[-1] + 1:]
+    return "/".join(parts)
+
+
 def _rows(layer):
     if isinstance(layer, PruneWrapper):
         for w, m in zip(layer.prunable_weights, layer.masks):
@@ -133,7 +142,7 @@ def sparsity_report(model):
             seen.add(id(w))
             rows.append(SparsityRow(
                 layer=name,
-                weight=w.name,
+                weight=_weight_label(name, w),
                 shape=tuple(value.shape),
                 zeros=int(value.size - np.count_nonzero(value)),
                 params=int(value.size),

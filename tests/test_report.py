@@ -43,3 +43,18 @@ def test_report_on_a_dense_model_and_bad_input():
     assert report.zeros == 0 and len(report) == 4
     with pytest.raises(TypeError, match="Keras model or layer"):
         kprune.sparsity_report({"a": 1})
+
+
+def test_weights_of_multi_weight_layers_are_named_by_their_path():
+    inp = keras.Input((4, 8))
+    x = keras.layers.MultiHeadAttention(2, 4, name="mha")(inp, inp)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(3), name="bi")(x)
+    model = keras.Model(inp, keras.layers.Dense(2, name="d")(x))
+    report = kprune.sparsity_report(kprune.prune_low_magnitude(model))
+    assert [(r.layer, r.weight) for r in report] == [
+        ("mha", "query/kernel"), ("mha", "key/kernel"), ("mha", "value/kernel"),
+        ("mha", "attention_output/kernel"),
+        ("bi", "forward_lstm/lstm_cell/kernel"), ("bi", "forward_lstm/lstm_cell/recurrent_kernel"),
+        ("bi", "backward_lstm/lstm_cell/kernel"), ("bi", "backward_lstm/lstm_cell/recurrent_kernel"),
+        ("d", "kernel"),
+    ]
