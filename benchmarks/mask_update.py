@@ -62,7 +62,7 @@ def best_of(fn, repeats):
 def tfmot_style_update(wrappers, sparsity):
     """tfmot's per-tensor method: a full sort of each tensor, then a threshold."""
     for w in wrappers:
-        masks, values = [], []
+        masks = []
         for var in w.prunable_weights:
             value = var.value
             abs_w = tf.math.abs(value)
@@ -75,8 +75,7 @@ def tfmot_style_update(wrappers, sparsity):
                 tf.reshape(tf.one_hot(idx[k - 1], n, True, False, dtype=tf.bool), abs_w.shape),
             )
             masks.append(mask.numpy())
-            values.append(value.numpy())
-        w.assign_masks(masks, values=values)
+        w.assign_masks(masks)
 
 
 def sort_global_threshold(wrappers, sparsity):
@@ -89,7 +88,7 @@ def sort_global_threshold(wrappers, sparsity):
     i = 0
     for w in wrappers:
         n = len(w.prunable_weights)
-        w.assign_masks(masks[i:i + n], values=values[i:i + n])
+        w.assign_masks(masks[i:i + n])
         i += n
 
 
