@@ -134,27 +134,42 @@ def small_cnn():
     ], name="digits_cnn")
 
 
-def quality(epochs=12, fine_tune_epochs=4, ratio=0.5, seed=0):
-    print(f"== Quality: small CNN on 5k offline MNIST digits, {ratio:.0%} channels removed")
-    keras.utils.set_random_seed(seed)
+def quality(epochs=12, fine_tune_epochs=4, ratio=0.5, seeds=(0, 1, 2), fine_tune_lr=3e-4):
+    """Dense vs 50%-channel-pruned + short fine-tune, mean over seeds.
+
+    The dense CNN trains `epochs` epochs with Adam(1e-3); the pruned copy is
+    fine-tuned `fine_tune_epochs` epochs with Adam(`fine_tune_lr`), a third of
+    the dense budget at the lower learning rate usual for fine-tuning. The
+    test set has 1,000 digits, so one seed moves by about 1 pp: the target is
+    judged on the mean over seeds.
+    """
+    print(f"== Quality: small CNN on 5k offline MNIST digits, {ratio:.0%} channels removed (L1), "
+          f"fine-tune {fine_tune_epochs} epochs at lr {fine_tune_lr:g}, seeds {list(seeds)}")
     (xt, yt), (xv, yv) = _load_digits()
-    model = small_cnn()
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(xt, yt, epochs=epochs, batch_size=64, verbose=0)
-    acc_dense = model.evaluate(xv, yv, verbose=0)[1]
-    thin = ChannelPruner(model, pruning_ratio=ratio).prune()
-    thin.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    acc_cut = thin.evaluate(xv, yv, verbose=0)[1]
-    thin.fit(xt, yt, epochs=fine_tune_epochs, batch_size=64, verbose=0)
-    acc_thin = thin.evaluate(xv, yv, verbose=0)[1]
-    gap = (acc_dense - acc_thin) * 100
-    print(f"dense accuracy            {acc_dense:.4f}  ({count_params(model):,} params, "
-          f"{count_flops(model) / 1e6:.1f} MFLOPs)")
-    print(f"pruned, no fine-tune      {acc_cut:.4f}")
-    print(f"pruned + {fine_tune_epochs} epochs fine-tune {acc_thin:.4f}  ({count_params(thin):,} params, "
-          f"{count_flops(thin) / 1e6:.1f} MFLOPs)")
+    dense_accs, thin_accs = [], []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        model = small_cnn()
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(xt, yt, epochs=epochs, batch_size=64, verbose=0)
+        acc_dense = model.evaluate(xv, yv, verbose=0)[1]
+        thin = ChannelPruner(model, pruning_ratio=ratio).prune()
+        thin.compile(keras.optimizers.Adam(fine_tune_lr), "sparse_categorical_crossentropy",
+                     metrics=["accuracy"])
+        acc_cut = thin.evaluate(xv, yv, verbose=0)[1]
+        thin.fit(xt, yt, epochs=fine_tune_epochs, batch_size=64, verbose=0)
+        acc_thin = thin.evaluate(xv, yv, verbose=0)[1]
+        dense_accs.append(acc_dense)
+        thin_accs.append(acc_thin)
+        print(f"seed {seed}: dense {acc_dense:.4f} ({count_params(model):,} params, "
+              f"{count_flops(model) / 1e6:.1f} MFLOPs) | pruned, no fine-tune {acc_cut:.4f} | "
+              f"pruned + fine-tune {acc_thin:.4f} ({count_params(thin):,} params, "
+              f"{count_flops(thin) / 1e6:.1f} MFLOPs)")
+    d, t = 100 * np.array(dense_accs), 100 * np.array(thin_accs)
+    gap = d.mean() - t.mean()
+    print(f"mean: dense {d.mean():.2f} +- {d.std():.2f} %, pruned + fine-tune {t.mean():.2f} +- {t.std():.2f} %")
     print(f"gap {gap:+.2f} pp (target <= 1 pp): {'met' if gap <= 1.0 else 'NOT met'}")
-    return acc_dense, acc_thin
+    return d.mean(), t.mean()
 
 
 def main():
