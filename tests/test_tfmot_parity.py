@@ -41,12 +41,12 @@ ARCHS = {
 
 TFMOT_SIDE = textwrap.dedent(
     """
-    import json, os, sys
+    import importlib, json, os, sys
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tf_keras
-        import tensorflow_model_optimization as tfmot
+    try:  # this source runs in the tf_keras SUBPROCESS, never in the test process
+        tf_keras = importlib.import_module("tf_keras")
+        tfmot = importlib.import_module("tensorflow_model_optimization")
     except Exception as e:  # reported to the test, which skips
         print("IMPORT-FAILED", type(e).__name__, e)
         sys.exit(3)
