@@ -47,7 +47,7 @@ callback is needed, and the wrapper's `MaskConstraint` keeps pruned weights at
 exactly zero after every optimizer update.
 
 The gradient code uses `tf.GradientTape` (kprune depends on TensorFlow) and is
-kept in the private helpers `_gradients`, `_grasp_hvp` and `_synflow_grad`.
+kept in the private helpers `_grad_tensors`, `_hvp_tensors` and `_synflow_grad`.
 """
 
 from __future__ import annotations
@@ -483,13 +483,21 @@ def _score(plan, loss, seed, temperature):
     keys = list(variables)
     bar = keras.utils.Progbar(len(plan.batches) * (2 if plan.method == "grasp" else 1),
                               verbose=plan.verbose, unit_name="batch")
-    grad_fn, hvp_fn = _gradients, _grasp_hvp
     if clone is plan.model:
         grad_fn, hvp_fn = _compiled(plan.model, var_list, loss, loss_fn, temperature, probs)
+    else:
+        def grad_fn(x, y, tempered=False):
+            t = temperature if tempered else None
+            return _as_grads(_grad_tensors(clone, var_list, x, y, loss_fn, training, t, probs), var_list)
+
+        def hvp_fn(grad, x, y):
+            g, hg = _hvp_tensors(clone, var_list, grad, x, y, loss_fn, training, temperature, probs)
+            return _as_grads(g, var_list), _as_grads(hg, var_list)
+
     if plan.method == "snip":
         total = None
         for x, y in plan.batches:
-            g = grad_fn(clone, var_list, x, y, loss_fn, training)
+            g = grad_fn(x, y)
             total = g if total is None else [a + b for a, b in zip(total, g)]
             bar.add(1)
         n = len(plan.batches)
@@ -499,17 +507,17 @@ def _score(plan, loss, seed, temperature):
     if len(plan.batches) == 1:
         # One batch: g and Hg come from a single forward pass.
         x, y = plan.batches[0]
-        _, hg = hvp_fn(clone, var_list, None, x, y, loss_fn, training, temperature, probs)
+        _, hg = hvp_fn(None, x, y)
         bar.add(2)
         return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
     grad = None
     for x, y in plan.batches:
-        g = grad_fn(clone, var_list, x, y, loss_fn, training, temperature, probs)
+        g = grad_fn(x, y, tempered=True)
         grad = g if grad is None else [a + b for a, b in zip(grad, g)]
         bar.add(1)
     hg = None
     for x, y in plan.batches:
-        _, h = hvp_fn(clone, var_list, grad, x, y, loss_fn, training, temperature, probs)
+        _, h = hvp_fn(grad, x, y)
         hg = h if hg is None else [a + b for a, b in zip(hg, h)]
         bar.add(1)
     return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
@@ -635,24 +643,12 @@ def _hvp_tensors(model, variables, grad, x, y, loss_fn, training, temperature, p
     return g, hg
 
 
-def _gradients(model, variables, x, y, loss_fn, training, temperature=None, probs=False):
-    """Eager `_grad_tensors`, as numpy arrays."""
-    return _as_grads(_grad_tensors(model, variables, x, y, loss_fn, training, temperature, probs),
-                     variables)
-
-
-def _grasp_hvp(model, variables, grad, x, y, loss_fn, training, temperature, probs):
-    """Eager `_hvp_tensors`, as numpy arrays."""
-    g, hg = _hvp_tensors(model, variables, grad, x, y, loss_fn, training, temperature, probs)
-    return _as_grads(g, variables), _as_grads(hg, variables)
-
-
 # Traced scoring functions per model, held weakly (they die with the model).
 _COMPILED = weakref.WeakKeyDictionary()
 
 
 def _compiled(model, variables, loss, loss_fn, temperature, probs):
-    """`tf.function` versions of `_gradients` / `_grasp_hvp` for `model`.
+    """Traced `grad_fn(x, y, tempered)` / `hvp_fn(grad, x, y)` for `model`.
 
     Only for inference-mode scoring on the caller's model (nothing is
     written). Eager Keras calls cost several training steps on small models;
@@ -676,10 +672,10 @@ def _compiled(model, variables, loss, loss_fn, temperature, probs):
         def hvp_graph(grad, x, y):
             return _hvp_tensors(ref(), variables, grad, x, y, loss_fn, False, temperature, probs)
 
-        def grad_fn(model_, variables_, x, y, loss_fn_, training, t=None, probs_=False):
-            return _as_grads(grad_graph(x, y, t is not None), variables)
+        def grad_fn(x, y, tempered=False):
+            return _as_grads(grad_graph(x, y, tempered), variables)
 
-        def hvp_fn(model_, variables_, grad, x, y, *unused):
+        def hvp_fn(grad, x, y):
             g, hg = hvp_graph(grad, x, y)
             return _as_grads(g, variables), _as_grads(hg, variables)
 
