@@ -26,21 +26,14 @@ saved after `sync()` resumes at the right step.
 
 from __future__ import annotations
 
-import weakref
-
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kprune import masking
 from kprune.prune import find_wrappers
+from kprune.wrapper import assign_masks
 
 __all__ = ["Pruner", "update_masks"]
-
-# Compiled mask-assign functions, per first wrapper of a due set, so that
-# repeated Pruner / update_masks calls on a model reuse one trace. Weak keys:
-# the cache never keeps a model alive.
-_ASSIGN_FNS = weakref.WeakKeyDictionary()
 
 
 class Pruner:
@@ -142,22 +135,6 @@ class Pruner:
 
     # -- internals ----------------------------------------------------------
 
-    def _assign_all(self, wrappers, masks, step):
-        """Assigns every due wrapper's masks (and step) in ONE compiled call."""
-        key = tuple(id(w) for w in wrappers)
-        cache = _ASSIGN_FNS.setdefault(wrappers[0], {})
-        fn = cache.get(key)
-        if fn is None:
-            def assign(all_masks, step_value, wrappers=tuple(wrappers)):
-                for w, ms in zip(wrappers, all_masks):
-                    w._assign_masks_graph(ms, step_value)
-
-            fn = cache[key] = tf.function(assign)
-        fn(
-            [[keras.ops.convert_to_tensor(np.asarray(m, dtype=bool)) for m in ms] for ms in masks],
-            keras.ops.convert_to_tensor(int(step), "int64"),
-        )
-
     def _due(self, first, last):
         due = []
         for w in self.wrappers:
@@ -206,7 +183,7 @@ class Pruner:
                 normalize=self.normalize,
                 min_keep=self.min_keep,
             ))
-        self._assign_all(wrappers, [
+        assign_masks(wrappers, [
             [masks[(wi, vi)] for vi in range(len(w.prunable_weights))]
             for wi, w in enumerate(wrappers)
         ], step)

@@ -375,7 +375,9 @@ class PruneWrapper(keras.layers.Wrapper):
         # Set by Pruner.start() (PruningCallback.on_train_begin): training a
         # scheduled wrapper before that raises an error naming the callback.
         self._armed = False
-        self._assign_fn = None
+        # Compiled mask-assign functions keyed by the wrappers they update
+        # (see `assign_masks`); held here, so they die with the model.
+        self._assign_fns = {}
 
     # -- build / call / config, in Keras' shape ---------------------------
 
@@ -553,7 +555,11 @@ class PruneWrapper(keras.layers.Wrapper):
                 f"Layer '{self.layer.name}' has {len(self._pruned)} pruned "
                 f"weights, got {len(masks)} masks."
             )
-        arrays = []
+        assign_masks([self], [masks], step)
+
+    def _mask_tensors(self, masks):
+        """Validated bool tensors, one per pruned weight."""
+        tensors = []
         for (weight, _, _), mask in zip(self._pruned, masks):
             mask = np.asarray(mask)
             if mask.shape != tuple(weight.shape):
@@ -561,17 +567,12 @@ class PruneWrapper(keras.layers.Wrapper):
                     f"Mask for '{weight.path}' must have shape "
                     f"{tuple(weight.shape)}, got {mask.shape}."
                 )
-            arrays.append(ops.convert_to_tensor(mask.astype(bool, copy=False)))
-        if self._assign_fn is None:
-            # One compiled call per update instead of ~6 eager ops per
-            # weight: mask updates run between training steps, where eager
-            # dispatch would dominate their cost.
-            self._assign_fn = tf.function(self._assign_masks_graph, reduce_retracing=True)
-        step = self.step if step is None else int(step)
-        self._assign_fn(arrays, ops.convert_to_tensor(step, "int64"))
+            tensors.append(ops.convert_to_tensor(mask.astype(bool, copy=False)))
+        return tensors
 
     def _assign_masks_graph(self, masks, step):
-        self.pruning_step.assign(step)
+        if step is not None:
+            self.pruning_step.assign(step)
         for (weight, mask_var, _), mask in zip(self._pruned, masks):
             mask_var.assign(ops.cast(mask, mask_var.dtype))
             weight.assign(ops.where(mask, weight.value, ops.zeros((), weight.dtype)))
@@ -579,3 +580,30 @@ class PruneWrapper(keras.layers.Wrapper):
     def set_step(self, step):
         """Stores the pruning step (used by the callback for save/resume)."""
         self.pruning_step.assign(int(step))
+
+
+def assign_masks(wrappers, masks, step=None):
+    """Sets the masks of several wrappers, and zeroes their pruned weights,
+    in ONE compiled call.
+
+    Mask updates run between training steps, where ~6 eager ops per weight
+    would dominate their cost; one traced function per set of wrappers
+    (cached on the first wrapper) does it all.
+
+    Args:
+        wrappers: `PruneWrapper`s.
+        masks: per wrapper, one boolean or 0/1 array per pruned weight.
+        step: if given, stored as every wrapper's `pruning_step`.
+    """
+    wrappers = list(wrappers)
+    tensors = [w._mask_tensors(ms) for w, ms in zip(wrappers, masks)]
+    key = (tuple(id(w) for w in wrappers), step is None)
+    cache = wrappers[0]._assign_fns
+    fn = cache.get(key)
+    if fn is None:
+        def assign(all_masks, step_value, wrappers=tuple(wrappers)):
+            for w, ms in zip(wrappers, all_masks):
+                w._assign_masks_graph(ms, step_value)
+
+        fn = cache[key] = tf.function(assign)
+    fn(tensors, None if step is None else ops.convert_to_tensor(int(step), "int64"))
