@@ -76,19 +76,29 @@ class PruningCallback(keras.callbacks.Callback):
         # each execution, so the step advances by the difference.
         if self.pruner is None:
             self._start()
-        self.pruner.step(batch - self._last_batch)
+        n = batch - self._last_batch
         self._last_batch = batch
         steps = (self.params or {}).get("steps")
-        if steps and batch + 1 >= steps:
+        last = bool(steps and batch + 1 >= steps)
+        if last or self.pruner.is_due(n):
+            # `self.model` (not `self._model`): on JAX this syncs the train
+            # step's state into the variables before they are read or written,
+            # and fit then continues from the assigned values. Only when
+            # variables are touched, so other batches cost nothing.
+            self.model  # noqa: B018
+        self.pruner.step(n)
+        if last:
             self.pruner.sync()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.pruner is not None:
+            self.model  # noqa: B018  (JAX state sync, as above)
             self.pruner.sync()
 
     def on_train_end(self, logs=None):
         if self.pruner is not None:
-            self.pruner.sync()
+            self.model  # noqa: B018
+            self.pruner.stop()
 
 
 #: tfmot's name for the same callback.

@@ -20,8 +20,11 @@ runs inside it; a loop that assigns variables itself must multiply by the
 masks (`wrapper.masks`) on its own.
 
 The step is a Python counter while training; it is written to the wrappers'
-`pruning_step` variables at every mask update and on `sync()`, so a model
-saved after `sync()` resumes at the right step.
+`pruning_step` variables at every mask update and on `sync()`. `start()`
+resumes from the larger of that stored step and the model optimizer's
+`iterations`, which Keras advances inside the train step and saves with the
+model: so a checkpoint resumes at the right step whatever order the callbacks
+ran in (a `ModelCheckpoint` listed before `PruningCallback` included).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune import masking
+from kprune import backend, masking
 from kprune.prune import find_wrappers
 from kprune.wrapper import assign_masks
 
@@ -95,17 +98,40 @@ class Pruner:
     def start(self):
         """Resumes from the step stored in the model (0 if fresh).
 
-        Applies the masks of that step if it is an update step (so a schedule
-        starting at step 0 applies its initial sparsity before the first
-        batch).
+        The step is the larger of the wrappers' stored `pruning_step` and the
+        model optimizer's `iterations` (saved with the model by `model.save`
+        and `ModelCheckpoint`, so a checkpoint written before the step was
+        stored still resumes right). Applies the masks of that step if it is
+        an update step (so a schedule starting at step 0 applies its initial
+        sparsity before the first batch).
         """
         for w in self.wrappers:
             w._armed = True
+        backend.install_train_step(self.model)
         stored = [w.step for w in self.wrappers]
-        self._step = max([0] + stored)
+        self._step = max([0, optimizer_iterations(self.model)] + stored)
         self._update(self._step, self._step)
         self.sync()
         return self
+
+    def stop(self):
+        """Disarms the wrappers after training (see `PruningCallback`).
+
+        The model's compiled train function is dropped, so that a later `fit`
+        without the callback retraces and raises the missing-callback error
+        again instead of training with a frozen schedule.
+        """
+        self.sync()
+        for w in self.wrappers:
+            w._armed = False
+        if self.wrappers and getattr(self.model, "train_function", None) is not None:
+            self.model.train_function = None
+
+    def is_due(self, n=1):
+        """Whether `step(n)` will update any mask."""
+        if self._step is None:
+            return False
+        return bool(self._due(self._step + 1, self._step + int(n)))
 
     def step(self, n=1):
         """Advances `n` training steps and updates masks if an update is due.
@@ -194,6 +220,18 @@ class Pruner:
                 f"kprune: step {step}: updated {len(wrappers)} layer mask(s), "
                 f"sparsity {1 - kept / max(total, 1):.4f}"
             )
+
+
+def optimizer_iterations(model):
+    """`model.optimizer.iterations` as an int, or 0 without an optimizer."""
+    optimizer = getattr(model, "optimizer", None)
+    iterations = getattr(optimizer, "iterations", None)
+    if iterations is None:
+        return 0
+    try:
+        return int(keras.ops.convert_to_numpy(iterations))
+    except (TypeError, ValueError):
+        return 0
 
 
 def update_masks(model, step, normalize=None, min_keep=1):

@@ -3,16 +3,24 @@
 The wrapper owns, per prunable weight of the wrapped layer, a non-trainable
 mask variable (same shape and dtype as the weight), plus one step counter.
 
-* **Forward pass.** `call` runs the wrapped layer inside
-  `keras.StatelessScope(state_mapping=[(w, w * mask)])`, so the layer computes
-  with the masked weights and the gradients with respect to `w` come out
-  masked. Nothing is assigned inside `call`.
-* **Exact zeros after every batch.** The wrapper sets a `MaskConstraint` on
-  each pruned variable. Keras optimizers apply variable constraints right after
-  each update, inside the compiled train step, so momentum, Adam moments or
-  weight decay can never revive a pruned weight in the stored variable.
+* **Stored pruned weights are exactly zero, always.** Every mask update
+  assigns `where(mask, w, 0)` together with the mask, and the wrapper sets a
+  `MaskConstraint` on each pruned variable. Keras optimizers apply variable
+  constraints right after each update, inside the compiled train step, on
+  every backend, so momentum, Adam moments or weight decay can never revive a
+  pruned weight in the stored variable, not even for one batch.
+* **So the forward pass needs no mask.** `call` runs the wrapped layer on its
+  stored weights, which already are the masked weights: no `w * mask` in the
+  forward pass, no masked gradient. The only per-step cost of pruning is the
+  constraint, one elementwise `where` per pruned weight after the optimizer
+  update. (Pruned weights do get a gradient; the optimizer's update to them is
+  discarded by the constraint in the same step.)
 * **Mask updates** come from outside: `PruningCallback` during `fit`, or
-  `kprune.Pruner` in a custom loop. They call `assign_masks`.
+  `kprune.Pruner` in a custom loop. They call `assign_masks`, which updates
+  every due wrapper in one (compiled, where the backend compiles) call.
+* **Backends.** What differs per backend (compiled assigns, how a constraint
+  sees the mask inside JAX's stateless train step) sits behind
+  `kprune.backend`; this module uses `keras.ops` only.
 
 Which weights are prunable is decided by a registry keyed by layer type
 (`register_prunable`). A custom layer opts in by defining
@@ -25,9 +33,9 @@ import inspect
 
 import numpy as np
 import keras
-import tensorflow as tf
 from keras import ops
 
+from kprune import backend
 from kprune import masking
 from kprune import schedules as schedules_lib
 
@@ -276,12 +284,14 @@ def prunable_weights(layer, include_bias=False):
 
 
 class MaskConstraint(keras.constraints.Constraint):
-    """Multiplies a weight by its mask after every optimizer update.
+    """Sets a weight to exactly zero where its mask is zero, after every update.
 
     Keras optimizers call `variable.constraint(variable)` right after applying
     each update, inside the compiled step. This keeps stored pruned weights at
-    exactly zero whatever the optimizer's momentum or weight decay do. A
-    constraint the layer already had runs first.
+    exactly zero whatever the optimizer's momentum or weight decay do, and
+    `where` semantics keep them zero even when the update is not finite (a
+    NaN loss gives NaN only in the kept weights). A constraint the layer
+    already had runs first.
 
     Args:
         mask: the mask variable.
@@ -295,12 +305,17 @@ class MaskConstraint(keras.constraints.Constraint):
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
-        return ops.multiply(w, ops.cast(self.mask, w.dtype))
+        keep = ops.not_equal(backend.read_mask(self.mask), 0)
+        return ops.where(keep, w, ops.zeros((), w.dtype))
 
 
 # --------------------------------------------------------------------------
 # The wrapper
 # --------------------------------------------------------------------------
+
+#: dtype of the stored pruning step: int64, except on JAX without x64 mode,
+#: where Keras stores int64 variables as int32 (with a warning).
+STEP_DTYPE = "int32" if backend.name == "jax" else "int64"
 
 _NO_CALLBACK_MESSAGE = (
     "kprune: layer '{name}' is being trained without kprune.PruningCallback. "
@@ -403,7 +418,7 @@ class PruneWrapper(keras.layers.Wrapper):
         self.pruning_step = self.add_weight(
             name="pruning_step",
             shape=(),
-            dtype="int64",
+            dtype=STEP_DTYPE,
             initializer=keras.initializers.Constant(-1),
             trainable=False,
             aggregation="only_first_replica",
@@ -452,22 +467,9 @@ class PruneWrapper(keras.layers.Wrapper):
             raise ValueError(_NO_CALLBACK_MESSAGE.format(name=self.layer.name))
         if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
-        mapping = [(w, ops.multiply(w.value, ops.cast(m.value, w.value.dtype)))
-                   for w, m, _ in self._pruned]
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            outputs = self.layer(inputs, *args, **kwargs)
-        # Keep the wrapped layer's own state updates (e.g. seed generators of
-        # dropout inside it) and the losses it added.
-        masked_ids = {id(w) for w, _, _ in self._pruned}
-        for variable in self.layer.variables:
-            if id(variable) in masked_ids:
-                continue
-            value = scope.get_current_value(variable)
-            if value is not None:
-                variable.assign(value)
-        for loss in scope.losses:
-            self.add_loss(loss)
-        return outputs
+        # The stored weights are the masked weights (see the module
+        # docstring): no masking in the forward pass.
+        return self.layer(inputs, *args, **kwargs)
 
     def get_build_config(self):
         # The wrapped layer's own build config too: MultiHeadAttention needs
@@ -579,7 +581,7 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def set_step(self, step):
         """Stores the pruning step (used by the callback for save/resume)."""
-        self.pruning_step.assign(int(step))
+        self.pruning_step.assign(np.asarray(int(step), STEP_DTYPE))
 
 
 def assign_masks(wrappers, masks, step=None):
@@ -605,5 +607,5 @@ def assign_masks(wrappers, masks, step=None):
             for w, ms in zip(wrappers, all_masks):
                 w._assign_masks_graph(ms, step_value)
 
-        fn = cache[key] = tf.function(assign)
-    fn(tensors, None if step is None else ops.convert_to_tensor(int(step), "int64"))
+        fn = cache[key] = backend.compile_assign(assign)
+    fn(tensors, None if step is None else np.asarray(int(step), STEP_DTYPE))

@@ -24,29 +24,54 @@ def test_build_creates_one_mask_per_prunable_weight_and_a_step():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(w.masks[0]), np.ones((6, 4)))
 
 
-def test_forward_pass_uses_masked_weights():
+def test_assign_masks_zeroes_the_stored_weights_so_the_forward_pass_is_masked():
     w = _wrapped_dense()
     rng = np.random.default_rng(0)
     mask = rng.random((6, 4)) > 0.5
     kernel = keras.ops.convert_to_numpy(w.layer.kernel)
-    w.masks[0].assign(mask.astype("float32"))  # mask only: the stored kernel stays dense
+    w.assign_masks([mask])
+    stored = keras.ops.convert_to_numpy(w.layer.kernel)
+    np.testing.assert_array_equal(stored, np.where(mask, kernel, 0))
     x = rng.normal(size=(3, 6)).astype("float32")
     expected = x @ (kernel * mask) + keras.ops.convert_to_numpy(w.layer.bias)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(w(x)), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_gradients_are_masked():
+def test_the_forward_pass_adds_no_masking_op():
+    """The stored weights are the masked weights: `call` is the layer's call."""
     w = _wrapped_dense()
-    mask = np.zeros((6, 4), dtype="float32")
-    mask[:3] = 1
-    w.masks[0].assign(mask)
+    w.assign_masks([np.ones((6, 4), bool)])
+    x = np.ones((2, 6), "float32")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(w(x)), keras.ops.convert_to_numpy(w.layer(x)))
+
+
+def test_an_optimizer_step_keeps_pruned_weights_exactly_zero_although_they_get_a_gradient():
+    w = _wrapped_dense()
+    mask = np.zeros((6, 4), dtype=bool)
+    mask[:3] = True
+    w.assign_masks([mask])
     x = tf.random.normal((5, 6))
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(tf.square(w(x)))
     grad = tape.gradient(loss, w.layer.kernel)
-    grad = keras.ops.convert_to_numpy(grad)
-    assert np.all(grad[mask == 0] == 0)
-    assert np.any(grad[mask == 1] != 0)
+    assert np.any(keras.ops.convert_to_numpy(grad)[~mask] != 0)
+    opt = keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.01)
+    opt.apply([grad], [w.layer.kernel])
+    kernel = keras.ops.convert_to_numpy(w.layer.kernel)
+    assert np.all(kernel[~mask] == 0)
+    assert np.all(kernel[mask] != 0)
+
+
+def test_a_non_finite_update_leaves_pruned_weights_exactly_zero():
+    w = _wrapped_dense()
+    mask = np.zeros((6, 4), dtype=bool)
+    mask[0] = True
+    w.assign_masks([mask])
+    nan = keras.ops.full((6, 4), float("nan"))
+    out = keras.ops.convert_to_numpy(w.layer.kernel.constraint(nan))
+    assert np.all(out[~mask] == 0)
+    assert np.all(np.isnan(out[mask]))
 
 
 def test_mask_constraint_composes_with_the_layer_constraint():
@@ -136,7 +161,7 @@ def test_custom_layer_opts_in_with_get_prunable_weights():
     w.build((None, 6))
     assert [tuple(m.shape) for m in w.masks] == [(6, 4)]
     x = keras.ops.ones((2, 6))
-    w.masks[0].assign(np.zeros((6, 4), "float32"))
+    w.assign_masks([np.zeros((6, 4), bool)])
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(w(x)), np.zeros((2, 4)))
 
 

@@ -1,0 +1,61 @@
+"""The backend seam: the few things kprune does differently per Keras backend.
+
+Everything else in kprune is written with `keras.ops`, `keras.random` and
+numpy, and runs unchanged on TensorFlow, JAX and PyTorch. What truly differs
+per backend lives in one small module each (`tensorflow.py`, `jax.py`,
+`torch.py`), in the style of `keras/src/backend/`, behind this interface:
+
+* `compile_assign(fn)`: a function that assigns many variables at once
+  (mask updates), compiled where that is faster (`tf.function` on
+  TensorFlow) and plain elsewhere.
+* `grad_fn(fn, variables)`: for a scalar `fn(*args)` computed from the
+  variables' values, returns `run(*args) -> (value, [d value / d variable])`
+  as numpy arrays (traced once with `tf.function` on TensorFlow). Used by
+  SNIP, SynFlow and Taylor channel importance.
+* `hvp_fn(fn, variables)`: `run(vector, *args) -> (g, H vector)` for the same
+  kind of `fn`, by double backpropagation; `vector=None` uses `g` itself.
+  Used by GraSP.
+* `float64_scope()`: a context in which float64 arrays stay float64 (JAX
+  needs `jax_enable_x64`; the others always do), for SynFlow.
+* `install_train_step(model)`: on JAX, where optimizer constraints run in a
+  stateless scope that does not see the model's non-trainable variables, a
+  train step that exposes the current mask values to `MaskConstraint`; a
+  no-op elsewhere.
+* `read_mask(mask_variable)`: the mask value a constraint must use now.
+
+The module is chosen by `keras.backend.backend()` when kprune is imported.
+TensorFlow is imported only by `tensorflow.py`, so `import kprune` works with
+only keras and one backend installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import keras
+
+__all__ = [
+    "name",
+    "compile_assign",
+    "grad_fn",
+    "hvp_fn",
+    "float64_scope",
+    "install_train_step",
+    "read_mask",
+]
+
+name = keras.backend.backend()
+if name not in ("tensorflow", "jax", "torch"):
+    raise ImportError(
+        f"kprune runs on the Keras backends 'tensorflow', 'jax' and 'torch'; "
+        f"KERAS_BACKEND is {name!r}."
+    )
+
+_impl = importlib.import_module(f"kprune.backend.{name}")
+
+compile_assign = _impl.compile_assign
+grad_fn = _impl.grad_fn
+hvp_fn = _impl.hvp_fn
+float64_scope = _impl.float64_scope
+install_train_step = _impl.install_train_step
+read_mask = _impl.read_mask
