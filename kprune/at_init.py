@@ -46,8 +46,10 @@ The caller's model is never modified: scoring runs on a clone, and
 callback is needed, and the wrapper's `MaskConstraint` keeps pruned weights at
 exactly zero after every optimizer update.
 
-The gradient code uses `tf.GradientTape` (kprune depends on TensorFlow) and is
-kept in the private helpers `_grad_tensors`, `_hvp_tensors` and `_synflow_grad`.
+Gradients and Hessian-vector products come from the backend seam
+(`kprune.backend.grad_fn` / `hvp_fn`: `tf.GradientTape`, `jax.grad` or
+`torch.autograd`), so the same code scores on every Keras backend; SynFlow's
+float64 copy runs in `kprune.backend.float64_scope()` (JAX's x64 mode).
 """
 
 from __future__ import annotations
@@ -59,11 +61,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from keras import ops  # noqa: E402
 
-from kprune import masking  # noqa: E402
+from kprune import backend, masking  # noqa: E402
 from kprune import prune as prune_lib  # noqa: E402
-from kprune.wrapper import PruneWrapper, prunable_weights  # noqa: E402
+from kprune.wrapper import PruneWrapper, prunable_weights, weight_path  # noqa: E402
 
 __all__ = ["METHODS", "init_scores", "prune_at_init"]
 
@@ -240,7 +242,7 @@ def prune_at_init(
 
     pruned = _wrap_fixed(plan, scope, overrides, include_bias)
     for wrapper in prune_lib.find_wrappers(pruned):
-        keys = [(wrapper.layer.name, _weight_name(w)) for w in wrapper.prunable_weights]
+        keys = [(wrapper.layer.name, weight_path(wrapper.layer.name, w)) for w in wrapper.prunable_weights]
         wrapper.assign_masks([masks[k] for k in keys])
     if verbose:
         kept = sum(int(m.sum()) for m in masks.values())
@@ -278,10 +280,6 @@ def _check_sparsity(name, value):
     return value
 
 
-def _weight_name(variable):
-    return variable.name.split("/")[-1]
-
-
 def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
           batches, iterations, verbose, batch_size):
     if not isinstance(method, str) or method.lower() not in METHODS:
@@ -314,7 +312,7 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
     keys, layouts = [], {}
     for layer in targets:
         for weight, layout in prunable_weights(layer, include_bias):
-            key = (layer.name, _weight_name(weight))
+            key = (layer.name, weight_path(layer.name, weight))
             keys.append(key)
             layouts[key] = layout
 
@@ -427,7 +425,7 @@ def _scoring_copy(plan, float64=False, linear_softmax=False):
     variables = {}
     for name in dict.fromkeys(k[0] for k in plan.keys):
         for weight, _ in prunable_weights(by_name[name], plan.include_bias):
-            variables[(name, _weight_name(weight))] = weight
+            variables[(name, weight_path(name, weight))] = weight
     return clone, variables
 
 
@@ -486,13 +484,9 @@ def _score(plan, loss, seed, temperature):
     if clone is plan.model:
         grad_fn, hvp_fn = _compiled(plan.model, var_list, loss, loss_fn, temperature, probs)
     else:
-        def grad_fn(x, y, tempered=False):
-            t = temperature if tempered else None
-            return _as_grads(_grad_tensors(clone, var_list, x, y, loss_fn, training, t, probs), var_list)
-
-        def hvp_fn(grad, x, y):
-            g, hg = _hvp_tensors(clone, var_list, grad, x, y, loss_fn, training, temperature, probs)
-            return _as_grads(g, var_list), _as_grads(hg, var_list)
+        # Training mode writes BN statistics and seeds: run eagerly on the copy.
+        grad_fn, hvp_fn = _gradient_fns(clone, var_list, loss_fn, training, temperature,
+                                        probs, compiled=False)
 
     if plan.method == "snip":
         total = None
@@ -512,7 +506,7 @@ def _score(plan, loss, seed, temperature):
         return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
     grad = None
     for x, y in plan.batches:
-        g = grad_fn(x, y, tempered=True)
+        g = grad_fn(x, y, tempered_outputs=True)
         grad = g if grad is None else [a + b for a, b in zip(grad, g)]
         bar.add(1)
     hg = None
@@ -528,7 +522,7 @@ def _original_variables(plan):
     out = {}
     for layer in plan.targets:
         for weight, _ in prunable_weights(by_name[layer.name], plan.include_bias):
-            out[(layer.name, _weight_name(weight))] = weight
+            out[(layer.name, weight_path(layer.name, weight))] = weight
     return out
 
 
@@ -561,7 +555,7 @@ def _loss_fn(model, loss):
             raise TypeError(f"loss must be a Keras loss or callable, got {loss!r}.")
 
         def user_loss(y, out):
-            return tf.reduce_mean(fn(y, out))
+            return ops.mean(fn(y, out))
 
         return user_loss
     if len(keras.tree.flatten(model.outputs)) != 1:
@@ -572,12 +566,12 @@ def _loss_fn(model, loss):
     from_logits = not _ends_in_softmax(model)
 
     def default_loss(y, out):
-        y = tf.convert_to_tensor(y)
-        if y.shape.rank == out.shape.rank and out.shape[-1] not in (None, 1):
+        y = ops.convert_to_tensor(y)
+        if len(y.shape) == len(out.shape) and out.shape[-1] not in (None, 1):
             fn = keras.losses.categorical_crossentropy
         else:
             fn = keras.losses.sparse_categorical_crossentropy
-        return tf.reduce_mean(fn(y, out, from_logits=from_logits))
+        return ops.mean(fn(y, out, from_logits=from_logits))
 
     return default_loss
 
@@ -585,7 +579,7 @@ def _loss_fn(model, loss):
 def _forward(model, x, training):
     try:
         return model(x, training=training)
-    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
+    except Exception as e:  # the backend's own error types (InvalidArgumentError, ...)
         raise ValueError(
             f"Model '{model.name}' could not run on the scoring data: {e}"
         ) from e
@@ -595,66 +589,52 @@ def _tempered(out, temperature, probs):
     """GraSP's `outputs / T`, in the form the loss expects."""
     if not probs:
         return out / temperature
-    logp = tf.math.log(tf.clip_by_value(out, 1e-30, 1.0))
-    return tf.nn.softmax(logp / temperature, axis=-1)
+    logp = ops.log(ops.clip(out, 1e-30, 1.0))
+    return ops.softmax(logp / temperature, axis=-1)
 
 
-def _watch(tape, variables):
-    for v in variables:
-        tape.watch(getattr(v, "value", v))
+def _objective(model, loss_fn, training, temperature=None, probs=False):
+    """`fn(x, y) -> loss` on `model`: what SNIP and GraSP differentiate."""
 
-
-def _as_grads(grads, variables):
-    return [
-        np.zeros(tuple(v.shape), keras.backend.standardize_dtype(v.dtype)) if g is None
-        else np.asarray(g) for g, v in zip(grads, variables)
-    ]
-
-
-def _grad_tensors(model, variables, x, y, loss_fn, training, temperature=None, probs=False):
-    """dL/dtheta for one batch (GraSP: with tempered outputs), as tensors."""
-    values = [v.value for v in variables]
-    with tf.GradientTape() as tape:
-        _watch(tape, variables)
+    def fn(x, y):
         out = _forward(model, x, training)
         if temperature is not None:
             out = _tempered(out, temperature, probs)
-        loss = loss_fn(y, out)
-    return tape.gradient(loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return loss_fn(y, out)
+
+    return fn
 
 
-def _hvp_tensors(model, variables, grad, x, y, loss_fn, training, temperature, probs):
-    """`(g_batch, H g)` for one batch, by double backpropagation, as tensors.
+def _gradient_fns(model, variables, loss_fn, training, temperature, probs, compiled):
+    """`grad_fn(x, y, tempered)` and `hvp_fn(grad, x, y)` through the backend seam."""
+    plain = backend.grad_fn(_objective(model, loss_fn, training), variables, compiled)
+    tempered = backend.grad_fn(
+        _objective(model, loss_fn, training, temperature, probs), variables, compiled)
+    hvp = backend.hvp_fn(_objective(model, loss_fn, training, temperature, probs),
+                         variables, compiled)
 
-    `Hg` is the gradient of `<stop_gradient(grad), dL/dtheta>`; with
-    `grad=None` the batch's own gradient is used (one batch: one pass).
-    """
-    values = [v.value for v in variables]
-    with tf.GradientTape() as outer:
-        _watch(outer, variables)
-        with tf.GradientTape() as inner:
-            _watch(inner, variables)
-            out = _tempered(_forward(model, x, training), temperature, probs)
-            loss = loss_fn(y, out)
-        g = inner.gradient(loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        fixed = g if grad is None else [tf.cast(a, b.dtype) for a, b in zip(grad, g)]
-        z = tf.add_n([tf.reduce_sum(tf.stop_gradient(a) * b) for a, b in zip(fixed, g)])
-    hg = outer.gradient(z, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return g, hg
+    def grad_fn(x, y, tempered_outputs=False):
+        return (tempered if tempered_outputs else plain)(x, y)[1]
+
+    def hvp_fn(grad, x, y):
+        return hvp(grad, x, y)
+
+    return grad_fn, hvp_fn
 
 
-# Traced scoring functions per model, held weakly (they die with the model).
+# Compiled scoring functions per model, held weakly (they die with the model).
 _COMPILED = weakref.WeakKeyDictionary()
 
 
 def _compiled(model, variables, loss, loss_fn, temperature, probs):
-    """Traced `grad_fn(x, y, tempered)` / `hvp_fn(grad, x, y)` for `model`.
+    """Compiled `grad_fn(x, y, tempered)` / `hvp_fn(grad, x, y)` for `model`.
 
     Only for inference-mode scoring on the caller's model (nothing is
     written). Eager Keras calls cost several training steps on small models;
-    these are traced once per model, loss and temperature and reused by later
-    calls (e.g. scoring one model at several sparsities or batch counts). The
-    functions reach the model through a weak reference.
+    these are traced once per model, loss and temperature (where the backend
+    traces: `tf.function` on TensorFlow) and reused by later calls (e.g.
+    scoring one model at several sparsities or batch counts). The functions
+    reach the model through a weak reference.
     """
     per_model = _COMPILED.setdefault(model, {})
     if loss is None:
@@ -663,24 +643,17 @@ def _compiled(model, variables, loss, loss_fn, temperature, probs):
     if key not in per_model:
         ref = weakref.ref(model)
 
-        @tf.function(reduce_retracing=True)
-        def grad_graph(x, y, tempered):
-            t = temperature if tempered else None
-            return _grad_tensors(ref(), variables, x, y, loss_fn, False, t, probs)
+        class _Proxy:
+            """Calls the model through the weak reference."""
 
-        @tf.function(reduce_retracing=True)
-        def hvp_graph(grad, x, y):
-            return _hvp_tensors(ref(), variables, grad, x, y, loss_fn, False, temperature, probs)
+            name = model.name
 
-        def grad_fn(x, y, tempered=False):
-            return _as_grads(grad_graph(x, y, tempered), variables)
+            def __call__(self, x, training=False):
+                return ref()(x, training=training)
 
-        def hvp_fn(grad, x, y):
-            g, hg = hvp_graph(grad, x, y)
-            return _as_grads(g, variables), _as_grads(hg, variables)
-
+        fns = _gradient_fns(_Proxy(), variables, loss_fn, False, temperature, probs, True)
         # `loss` is kept alive with the entry so its id is never reused.
-        per_model[key] = (grad_fn, hvp_fn, loss)
+        per_model[key] = (*fns, loss)
     grad_fn, hvp_fn, _ = per_model[key]
     return grad_fn, hvp_fn
 
@@ -707,21 +680,28 @@ def _synflow_input(plan, clone):
 
 
 def _synflow_grad(clone, variables, x):
-    """(R, dR/dtheta) with the model in inference mode."""
-    values = [v.value for v in variables]
-    with tf.GradientTape() as tape:
-        _watch(tape, variables)
+    """(R, dR/dtheta) with the model in inference mode, in float64."""
+
+    def total(x):
         out = clone(x, training=False)
-        r = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float64)) for o in keras.tree.flatten(out)])
-    grads = tape.gradient(r, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return float(r.numpy()), [np.asarray(g) for g in grads]
+        return sum(ops.sum(ops.cast(o, "float64")) for o in keras.tree.flatten(out))
+
+    r, grads = backend.grad_fn(total, variables, compiled=False)(x)
+    return float(r), grads
 
 
 def _synflow(plan, sparsity, per_key, scope, min_keep, iterations):
     """Iterative SynFlow; returns `(last_round_scores, masks)`.
 
     With `sparsity=None`, one round on the dense net and `masks=None`.
+    Runs in the backend's float64 scope (JAX would silently compute the
+    float64 copy in float32 otherwise).
     """
+    with backend.float64_scope():
+        return _synflow_rounds(plan, sparsity, per_key, scope, min_keep, iterations)
+
+
+def _synflow_rounds(plan, sparsity, per_key, scope, min_keep, iterations):
     clone, variables = _scoring_copy(plan, float64=True, linear_softmax=True)
     x = _synflow_input(plan, clone)
     # "Linearize": every floating weight of the copy becomes |w| (float64).

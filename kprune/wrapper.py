@@ -46,6 +46,7 @@ __all__ = [
     "register_prunable",
     "prunable_weights",
     "is_prunable",
+    "weight_path",
 ]
 
 
@@ -247,6 +248,20 @@ def _first_call_argument(layer):
 
 def _shapes(value):
     return keras.tree.map_structure(lambda t: tuple(t.shape), value)
+
+
+def weight_path(layer_name, variable):
+    """The variable's path below its layer: `'kernel'`, `'query/kernel'`, ...
+
+    Unique within a layer (the four kernels of a MultiHeadAttention all have
+    the *name* `kernel`), and the same for a layer, its clone and the layer
+    inside a `PruneWrapper`: the key kprune uses for per-weight results.
+    """
+    parts = variable.path.split("/")
+    owners = [i for i, part in enumerate(parts[:-1]) if part == layer_name]
+    if owners:
+        parts = parts[owners[-1] + 1:]
+    return "/".join(parts)
 
 
 def is_prunable(layer):

@@ -131,7 +131,8 @@ class TaylorImportance(Importance):
 
     def _compute(self, model):
         import keras  # noqa: PLC0415
-        import tensorflow as tf  # noqa: PLC0415
+
+        from kprune import backend  # noqa: PLC0415
 
         loss = self.loss
         if loss is None:
@@ -146,19 +147,18 @@ class TaylorImportance(Importance):
         totals = [np.zeros(tuple(v.shape), np.float64) for v in variables]
         xs = self.x if isinstance(self.x, (list, tuple)) else [self.x]
         n = len(xs[0])
+        def objective(xb, yb):
+            pred = model(xb if len(xb) > 1 else xb[0], training=False)
+            value = loss_fn(pred) if yb is None else loss_fn(yb, pred)
+            return keras.ops.sum(value)
+
+        run = backend.grad_fn(objective, variables, compiled=False)
         for start in range(0, n, self.batch_size):
             xb = [np.asarray(a[start:start + self.batch_size]) for a in xs]
-            with tf.GradientTape() as tape:
-                pred = model(xb if len(xb) > 1 else xb[0], training=False)
-                if self.y is None:
-                    value = loss_fn(pred)
-                else:
-                    value = loss_fn(np.asarray(self.y[start:start + self.batch_size]), pred)
-                value = tf.reduce_sum(value)
-            grads = tape.gradient(value, variables)
+            yb = None if self.y is None else np.asarray(self.y[start:start + self.batch_size])
+            _, grads = run(xb, yb)
             for t, g in zip(totals, grads):
-                if g is not None:
-                    t += np.asarray(g, np.float64)
+                t += np.asarray(g, np.float64)
         self._grads = {id(v): t for v, t in zip(variables, totals)}
         self._model_id = id(model)
 
