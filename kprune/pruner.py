@@ -107,7 +107,6 @@ class Pruner:
         """
         for w in self.wrappers:
             w._armed = True
-        backend.install_train_step(self.model)
         stored = [w.step for w in self.wrappers]
         self._step = max([0, optimizer_iterations(self.model)] + stored)
         self._update(self._step, self._step)

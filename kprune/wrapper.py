@@ -320,6 +320,7 @@ class MaskConstraint(keras.constraints.Constraint):
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
+        w = ops.convert_to_tensor(w)
         keep = ops.not_equal(backend.read_mask(self.mask), 0)
         return ops.where(keep, w, ops.zeros((), w.dtype))
 
@@ -336,6 +337,15 @@ _NO_CALLBACK_MESSAGE = (
     "kprune: layer '{name}' is being trained without kprune.PruningCallback. "
     "Pass callbacks=[kprune.PruningCallback()] to model.fit(...), or call "
     "kprune.Pruner(model).start() before a custom training loop."
+)
+
+
+_JAX_TRAIN_STEP_MESSAGE = (
+    "kprune: layer '{name}' is being trained on JAX by a custom train_step, "
+    "whose optimizer constraints cannot see the masks, so pruned weights "
+    "would not stay zero. Use Keras' own train_step (do not override it), or "
+    "in a custom JAX loop apply `where(mask, w, 0)` with the masks from the "
+    "state after `optimizer.stateless_apply` (see kprune.Pruner)."
 )
 
 
@@ -480,6 +490,8 @@ class PruneWrapper(keras.layers.Wrapper):
         if training and self.pruning_schedule is not None and not self._armed:
             # Checked in Python, when the train step is traced or run eagerly.
             raise ValueError(_NO_CALLBACK_MESSAGE.format(name=self.layer.name))
+        if training and not backend.masks_visible():
+            raise ValueError(_JAX_TRAIN_STEP_MESSAGE.format(name=self.layer.name))
         if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
         # The stored weights are the masked weights (see the module

@@ -7,6 +7,62 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+BACKEND = keras.backend.backend()
+
+#: Test modules that exercise TensorFlow itself (TFLite export, tf.distribute,
+#: tf.summary, tfmot in a tf_keras subprocess, GradientTape loops). They run
+#: on the TensorFlow backend; on JAX and torch they are not collected, and the
+#: report header lists them (nothing is skipped silently).
+TENSORFLOW_ONLY = {
+    "test_tflite_export.py",
+    "test_distributed.py",
+    "test_tfmot_parity.py",
+    "test_summaries.py",
+    "test_custom_loop.py",
+    "test_cli.py",
+    "test_notebooks.py",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "tensorflow: needs TensorFlow itself (tf.data, tf.lite, GradientTape); "
+        "deselected, and counted as such, on the JAX and torch backends",
+    )
+
+
+def pytest_report_header(config):
+    if BACKEND == "tensorflow":
+        return f"kprune tests on Keras backend: {BACKEND} (all tests)"
+    return (
+        f"kprune tests on Keras backend: {BACKEND}; TensorFlow-only modules not "
+        f"collected: {', '.join(sorted(TENSORFLOW_ONLY))}; tests marked "
+        f"'tensorflow' are deselected"
+    )
+
+
+def pytest_ignore_collect(collection_path, config):
+    if BACKEND != "tensorflow" and collection_path.name in TENSORFLOW_ONLY:
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    tf_only = [item for item in items if item.get_closest_marker("tensorflow")]
+    if tf_only:
+        items[:] = [item for item in items if not item.get_closest_marker("tensorflow")]
+        config.hook.pytest_deselected(items=tf_only)
+
+
+def gradients(fn, variables, *args):
+    """`d fn(*args) / d variables` as numpy arrays, on any Keras backend."""
+    from kprune import backend
+
+    return backend.grad_fn(fn, list(variables), compiled=False)(*args)[1]
+
 
 @pytest.fixture(autouse=True)
 def _seed():

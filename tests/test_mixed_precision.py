@@ -104,6 +104,7 @@ def test_overflowing_step_is_skipped_and_zeros_hold(mixed_float16):
     _check(pruned, 0.5)
 
 
+@pytest.mark.tensorflow
 def test_custom_loop_with_loss_scaling(mixed_float16):
     import tensorflow as tf
 

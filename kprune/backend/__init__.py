@@ -17,11 +17,12 @@ per backend lives in one small module each (`tensorflow.py`, `jax.py`,
   Used by GraSP.
 * `float64_scope()`: a context in which float64 arrays stay float64 (JAX
   needs `jax_enable_x64`; the others always do), for SynFlow.
-* `install_train_step(model)`: on JAX, where optimizer constraints run in a
-  stateless scope that does not see the model's non-trainable variables, a
-  train step that exposes the current mask values to `MaskConstraint`; a
-  no-op elsewhere.
-* `read_mask(mask_variable)`: the mask value a constraint must use now.
+* `read_mask(mask_variable)`: the mask value a constraint must use now. On
+  JAX, optimizer constraints run in a stateless scope that does not map the
+  model's non-trainable variables; `kprune.backend.jax` wraps Keras' JAX
+  train step (at trace time) so that they see the masks of the step's state.
+  `masks_visible()` says whether a step being traced now does (False on JAX
+  in a model class whose own `train_step` replaces Keras').
 
 The module is chosen by `keras.backend.backend()` when kprune is imported.
 TensorFlow is imported only by `tensorflow.py`, so `import kprune` works with
@@ -40,8 +41,8 @@ __all__ = [
     "grad_fn",
     "hvp_fn",
     "float64_scope",
-    "install_train_step",
     "read_mask",
+    "masks_visible",
 ]
 
 name = keras.backend.backend()
@@ -57,5 +58,5 @@ compile_assign = _impl.compile_assign
 grad_fn = _impl.grad_fn
 hvp_fn = _impl.hvp_fn
 float64_scope = _impl.float64_scope
-install_train_step = _impl.install_train_step
 read_mask = _impl.read_mask
+masks_visible = _impl.masks_visible

@@ -7,11 +7,12 @@ trainable and optimizer variables. A `MaskConstraint` reading its mask
 variable there would get a constant baked in at trace time (or, once Keras
 has purged the model's variables during `fit`, the initial all-ones value).
 
-`install_train_step(model)` therefore wraps the model's `train_step`: before
-Keras' own step runs, the current values of the model's non-trainable
-variables (the masks among them) are made visible to `read_mask`. The masks
-are then ordinary state of the jitted step, updated between steps by
-assigning the variables (after the callback's `jax_state_sync`).
+Importing this module therefore wraps Keras' JAX `train_step` (once, at
+trace time only: nothing runs per batch): before Keras' own step runs, the
+values of the model's non-trainable variables in the step's state (the masks
+among them) are made visible to `read_mask`. The masks are then ordinary
+state of the jitted step, updated between steps by assigning the variables
+(after the callback's `jax_state_sync`).
 """
 
 from __future__ import annotations
@@ -97,31 +98,82 @@ def read_mask(mask):
     return mask.value
 
 
-def install_train_step(model):
-    """Wraps `model.train_step` so that constraints see the current masks.
+def masks_visible():
+    """Whether a train step traced now lets constraints see the masks."""
+    return getattr(_STATE, "values", None) is not None
 
-    Idempotent. A train function the model already made is made anew, so
-    that a `fit` in progress (this is called from `on_train_begin`) runs the
-    wrapped step from its first batch.
+
+def _show_masks_to_constraints(train_step):
+    """Wraps Keras' JAX `train_step` so that constraints see the current masks.
+
+    The wrapper runs when the step is traced (not per batch): it maps each
+    non-trainable variable (masks included) to its value in the step's state,
+    for `read_mask`. Models of every kind get it, loaded ones included; a
+    model class that overrides `train_step` entirely must call `stateless_apply`
+    in its own way (`masks_visible()` is then False and the wrapper says so).
     """
-    if getattr(model, "_kprune_train_step", None) is not None:
-        return model
-    step = model.train_step  # bound: the model class's own train_step
 
-    def train_step(state, data):
-        non_trainable = state[1]
+    def wrapped(self, state, data):
         previous = getattr(_STATE, "values", None)
         _STATE.values = {
-            id(v): value for v, value in zip(model.non_trainable_variables, non_trainable)
+            id(v): value for v, value in zip(self.non_trainable_variables, state[1])
         }
         try:
-            return step(state, data)
+            return train_step(self, state, data)
         finally:
             _STATE.values = previous
 
-    object.__setattr__(model, "train_step", train_step)
-    object.__setattr__(model, "_kprune_train_step", step)
-    if getattr(model, "train_function", None) is not None:
-        model.train_function = None
-        model.make_train_function()
-    return model
+    wrapped._kprune_wrapped = train_step
+    return wrapped
+
+
+def _restore(model, state):
+    """Puts the values of a train function's input state back into the
+    variables that Keras purged for the duration of `fit`."""
+    groups = [model.trainable_variables, model.non_trainable_variables]
+    if getattr(model, "optimizer", None) is not None:
+        groups.append(model.optimizer.variables)
+    groups.append(model.metrics_variables)
+    for variables, values in zip(groups, state):
+        for v, value in zip(variables, values):
+            if getattr(v, "_value", 0) is None:
+                v._direct_assign(value)
+
+
+def _keep_weights_on_failure(make_train_function):
+    """Wraps Keras' JAX `make_train_function` so that a train step that fails
+    (for example the missing-callback error, raised while the step is traced)
+    does not lose the model: JAX `fit` purges the variables' values while it
+    holds them in its state, and would leave them purged."""
+
+    def wrapped(self, force=False):
+        out = make_train_function(self, force)
+        fn = self.train_function
+        if fn is not None and not getattr(fn, "_kprune_guarded", False):
+
+            def guarded(state, data):
+                try:
+                    return fn(state, data)
+                except Exception:
+                    _restore(self, state)
+                    raise
+
+            guarded._kprune_guarded = True
+            self.train_function = guarded
+        return out
+
+    wrapped._kprune_wrapped = make_train_function
+    return wrapped
+
+
+def _install():
+    from keras.src.backend.jax.trainer import JAXTrainer
+
+    if not hasattr(JAXTrainer.train_step, "_kprune_wrapped"):
+        JAXTrainer.train_step = _show_masks_to_constraints(JAXTrainer.train_step)
+    if not hasattr(JAXTrainer.make_train_function, "_kprune_wrapped"):
+        JAXTrainer.make_train_function = _keep_weights_on_failure(
+            JAXTrainer.make_train_function)
+
+
+_install()
