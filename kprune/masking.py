@@ -25,8 +25,9 @@ Selection rule (documented, deterministic, exact):
   `numpy.argsort(-scores, kind="stable")[:k]`;
 * NaN scores count as the lowest possible score.
 
-The threshold is found by selection (`numpy.partition`, introselect, O(n)),
-never by a full sort.
+The threshold is found by selection, never by a full sort: on large inputs
+a sample brackets the k-th largest score, and only the scores inside the
+bracket are partitioned (introselect, O(n)); see `select_top_k_many`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "Channel",
     "kept_count",
     "select_top_k",
+    "select_top_k_many",
     "compute_mask",
     "compute_masks",
     "get_granularity",
@@ -102,37 +104,103 @@ def select_top_k(scores, k):
     >>> select_top_k(np.array([3.0, 1.0, 3.0, 2.0]), 2)
     array([ True, False,  True, False])
     """
-    scores = _clean(scores)
-    flat = scores.reshape(-1)
-    n = flat.size
+    return select_top_k_many([scores], k)[0]
+
+
+#: Arrays with more entries than this find their threshold from a sample
+#: first (see `_kth_largest`); smaller ones are partitioned directly.
+_DIRECT_SELECTION = 1 << 17
+
+
+def select_top_k_many(arrays, k):
+    """`select_top_k` over several arrays at once, as if concatenated.
+
+    The arrays are taken in order, each in C order, so the tie rule is that
+    of `select_top_k(np.concatenate([a.ravel() for a in arrays]), k)`; but
+    nothing is concatenated: the global threshold of `scope="global"` costs a
+    few passes over the scores, in place.
+
+    Args:
+        arrays: a list of score arrays (any shapes).
+        k: total number of items to keep.
+
+    Returns:
+        A list of bool arrays, one per input, with `min(max(k, 0), total)`
+        True entries in all.
+    """
+    arrays = [_clean(a) for a in arrays]
+    flats = [a.reshape(-1) for a in arrays]
+    n = sum(f.size for f in flats)
     k = int(k)
     if k >= n:
-        return np.ones(scores.shape, dtype=bool)
+        return [np.ones(a.shape, dtype=bool) for a in arrays]
     if k <= 0:
-        return np.zeros(scores.shape, dtype=bool)
-    # Entries equal to the minimum (e.g. the zeros of already-pruned weights,
-    # often most of the tensor) are the last to be kept. Introselect degrades
-    # on such heavy duplicates (numpy 2: ~15x slower on 25M floats with 80%
-    # zeros), so select among the other entries only.
-    low = flat.min()
-    above = flat > low
-    n_above = int(np.count_nonzero(above))
-    if k >= n_above:
-        keep = above
-        missing = k - n_above
-        if missing > 0:
-            keep[np.flatnonzero(~above)[:missing]] = True
-        return keep.reshape(scores.shape)
-    candidates = flat[above]  # a copy, partitioned in place
-    # The k-th largest value, by introselect (O(n), no full sort).
-    candidates.partition(n_above - k)
-    threshold = candidates[n_above - k]
-    keep = flat > threshold
-    missing = k - int(np.count_nonzero(keep))
-    if missing > 0:
-        ties = np.flatnonzero(flat == threshold)[:missing]
+        return [np.zeros(a.shape, dtype=bool) for a in arrays]
+    threshold = _kth_largest(flats, k, n)
+    keeps = [f > threshold for f in flats]
+    missing = k - sum(int(np.count_nonzero(m)) for m in keeps)
+    for f, keep in zip(flats, keeps):
+        if missing <= 0:
+            break
+        ties = np.flatnonzero(f == threshold)[:missing]
         keep[ties] = True
-    return keep.reshape(scores.shape)
+        missing -= ties.size
+    return [keep.reshape(a.shape) for keep, a in zip(keeps, arrays)]
+
+
+def _kth_largest(flats, k, n):
+    """The k-th largest value (with multiplicity) of the 1-D arrays `flats`.
+
+    Exact, in O(n) and without a sort. Small inputs are partitioned
+    directly (introselect). Large ones bracket the value first from a
+    strided sample of about `_DIRECT_SELECTION` entries (its quantiles, with
+    a margin of several binomial standard deviations), count the entries
+    above the bracket, and partition only the entries inside it; a bracket
+    that turns out not to contain the value (a pathological sample) falls
+    back to the direct path, so the result never depends on the sample.
+
+    Entries equal to the minimum (the zeros of already-pruned weights, often
+    most of a tensor) are the last ones kept; introselect degrades on such
+    heavy duplicates (numpy 2: ~15x slower on 25M floats with 80% zeros),
+    so they are never handed to it.
+    """
+    if n > 4 * _DIRECT_SELECTION:
+        value = _kth_largest_bracketed(flats, k, n)
+        if value is not None:
+            return value
+    low = min(f.min() for f in flats if f.size)
+    above = [f[f > low] for f in flats]
+    n_above = sum(a.size for a in above)
+    if k > n_above:
+        return low
+    candidates = np.concatenate(above) if len(above) > 1 else above[0]
+    candidates.partition(n_above - k)
+    return candidates[n_above - k]
+
+
+def _kth_largest_bracketed(flats, k, n):
+    stride = max(1, n // _DIRECT_SELECTION)
+    sample = np.concatenate([f[::stride] for f in flats])
+    m = sample.size
+    rank = k * m / n  # expected rank of the value in the sample, from the top
+    margin = 6.0 * np.sqrt(max(rank * (1.0 - rank / m), 1.0)) + 8.0
+    top = int(min(m - 1, max(0, np.floor(rank - margin))))
+    bottom = int(min(m - 1, max(0, np.ceil(rank + margin))))
+    sample.partition([m - 1 - bottom, m - 1 - top])
+    lo, hi = sample[m - 1 - bottom], sample[m - 1 - top]
+    above_hi = sum(int(np.count_nonzero(f > hi)) for f in flats)
+    if above_hi >= k:
+        return None
+    band = [f[(f >= lo) & (f <= hi)] for f in flats]
+    inside = sum(b.size for b in band)
+    if above_hi + inside < k:
+        return None
+    band = np.concatenate(band) if len(band) > 1 else band[0]
+    j = k - above_hi  # the j-th largest inside the bracket
+    if lo == hi:
+        return lo
+    band.partition(inside - j)
+    return band[inside - j]
 
 
 # --------------------------------------------------------------------------
@@ -581,6 +649,18 @@ def _global_masks(scores, sparsity, gran, layouts, normalize, min_keep):
 
     total = sum(pooled[k].size if z is None else int(z.sum()) for k, z in sizes.items())
     budget = kept_count(total, sparsity)
+    if all(z is None for z in sizes.values()):
+        # One threshold over all tensors, without concatenating them. When
+        # every tensor keeps at least `min_keep` items this IS the reserved
+        # selection below: each tensor's best `min_keep` items are then among
+        # the global top `budget` (the tie rule orders them the same way).
+        keys = list(pooled)
+        chosen = select_top_k_many([pooled[k] for k in keys], budget)
+        if all(int(np.count_nonzero(c)) >= min(min_keep, c.size) for c in chosen):
+            return {
+                k: gran[k].expand(c, np.shape(scores[k]), layouts.get(k, DENSE_LAYOUT))
+                for k, c in zip(keys, chosen)
+            }
     keep = {k: np.zeros(p.shape, dtype=bool) for k, p in pooled.items()}
 
     # Layer-collapse guard: reserve each tensor's best `min_keep` groups.

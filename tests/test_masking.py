@@ -518,3 +518,55 @@ def test_nm_schedule_not_ending_at_the_pattern_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5), granularity=NM(2, 4))
+
+
+# ---------------------------------------------------------------------------
+# Large inputs: the sampled bracket gives exactly the documented selection
+# ---------------------------------------------------------------------------
+
+
+def _reference_top_k(arrays, k):
+    flat = np.concatenate([masking._clean(a).reshape(-1) for a in arrays])
+    keep = np.zeros(flat.size, bool)
+    keep[np.argsort(-flat, kind="stable")[:k]] = True
+    out, offset = [], 0
+    for a in arrays:
+        out.append(keep[offset:offset + a.size].reshape(a.shape))
+        offset += a.size
+    return out
+
+
+@pytest.mark.parametrize("case", ["normal", "pruned_zeros", "few_values", "sorted", "periodic", "nan"])
+@pytest.mark.parametrize("fraction", [0.03, 0.2, 0.5, 0.97])
+def test_large_selection_equals_stable_argsort(case, fraction):
+    rng = np.random.default_rng(hash(case) % 2**32)
+    n = 4 * masking._DIRECT_SELECTION + 12345  # takes the sampled path
+    if case == "normal":
+        x = rng.normal(size=n)
+    elif case == "pruned_zeros":
+        x = np.abs(rng.normal(size=n)).astype(np.float32)
+        x[rng.random(n) < 0.8] = 0
+    elif case == "few_values":
+        x = rng.integers(0, 5, size=n).astype(np.float64)
+    elif case == "sorted":
+        x = np.sort(rng.normal(size=n))
+    elif case == "periodic":
+        x = np.tile(rng.normal(size=4096), n // 4096 + 1)[:n]
+    else:
+        x = rng.normal(size=n)
+        x[::7] = np.nan
+    cut = (n // 3) // 7 * 7
+    arrays = [x[:cut].reshape(-1, 7), x[cut:]]
+    k = int(fraction * sum(a.size for a in arrays))
+    got = masking.select_top_k_many(arrays, k)
+    want = _reference_top_k(arrays, k)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_global_scope_without_concatenation_keeps_min_keep():
+    rng = np.random.default_rng(0)
+    scores = {"big": rng.normal(size=(700, 1000)) + 10, "small": rng.normal(size=(30, 30))}
+    masks = masking.compute_masks(scores, 0.9, scope="global", min_keep=5)
+    assert int(masks["small"].sum()) == 5  # the reserved items, the collapse guard
+    assert int(masks["big"].sum() + masks["small"].sum()) == masking.kept_count(700 * 1000 + 900, 0.9)
