@@ -142,10 +142,22 @@ def select_top_k_many(arrays, k):
     for f, keep in zip(flats, keeps):
         if missing <= 0:
             break
-        ties = np.flatnonzero(f == threshold)[:missing]
-        keep[ties] = True
-        missing -= ties.size
+        missing -= _keep_first_equal(f, threshold, missing, keep)
     return [keep.reshape(a.shape) for keep, a in zip(keeps, arrays)]
+
+
+def _keep_first_equal(flat, value, count, keep, chunk=1 << 20):
+    """Sets `keep` at the first `count` entries of `flat` equal to `value`
+    (C order), scanning in chunks so that a large tie (the zeros of pruned
+    weights) is never materialised as an index array. Returns how many."""
+    taken = 0
+    for start in range(0, flat.size, chunk):
+        ties = np.flatnonzero(flat[start:start + chunk] == value)[: count - taken]
+        keep[start + ties] = True
+        taken += ties.size
+        if taken >= count:
+            break
+    return taken
 
 
 def _kth_largest(flats, k, n):
@@ -191,14 +203,15 @@ def _kth_largest_bracketed(flats, k, n):
     above_hi = sum(int(np.count_nonzero(f > hi)) for f in flats)
     if above_hi >= k:
         return None
-    band = [f[(f >= lo) & (f <= hi)] for f in flats]
+    # Entries in (lo, hi]: equal-to-lo entries are counted, not partitioned
+    # (lo is often the zero of pruned weights, most of the tensor).
+    band = [f[(f > lo) & (f <= hi)] for f in flats]
     inside = sum(b.size for b in band)
     if above_hi + inside < k:
-        return None
+        at_lo = sum(int(np.count_nonzero(f == lo)) for f in flats)
+        return lo if above_hi + inside + at_lo >= k else None
     band = np.concatenate(band) if len(band) > 1 else band[0]
     j = k - above_hi  # the j-th largest inside the bracket
-    if lo == hi:
-        return lo
     band.partition(inside - j)
     return band[inside - j]
 
