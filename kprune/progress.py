@@ -32,12 +32,14 @@ SynFlow 100/100 ━━━━━━━━━━━━━━━━━━━━ 1s 
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 
 __all__ = ["Progress", "track"]
 
 _MILESTONES = 4  # non-interactive lines at k/4 of the total
+_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _is_interactive(stream):
@@ -291,7 +293,7 @@ class Progress:
 
     def _draw(self, text=None):
         text = self._text(final=False) if text is None else text
-        visible = len(text) - sum(len(c) for c in _escapes(text))
+        visible = len(_ESCAPE.sub("", text))
         pad = " " * max(0, self._drawn_width - visible)
         self.stream.write("\r" + text + pad)
         self._drawn_width = visible
@@ -307,11 +309,6 @@ class Progress:
         if flush is not None:
             flush()
 
-
-def _escapes(text):
-    import re
-
-    return re.findall(r"\x1b\[[0-9;]*m", text)
 
 
 def track(iterable, description="", verbose=1, total=None, unit="step", **kwargs):

@@ -172,7 +172,8 @@ def test_synflow_100_rounds_print_a_handful_of_lines(capsys):
     out = capsys.readouterr().out
     progress_lines = [ln for ln in _lines(out) if ln.startswith("synflow scoring")]
     assert 2 <= len(progress_lines) <= 6
-    assert progress_lines[-1].startswith("synflow scoring 100/100") and progress_lines[-1].endswith("done")
+    final = progress_lines[-1]
+    assert final.startswith("synflow scoring 100/100") and final.endswith("- done")
     assert len(_lines(out)) <= 7  # the bar lines and prune_at_init's one-line summary
 
 

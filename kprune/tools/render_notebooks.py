@@ -5,7 +5,7 @@ Run it from the root of a clone (with the `dev` extras installed):
     python -m kprune.tools.render_notebooks              # every notebooks/*.ipynb
     python -m kprune.tools.render_notebooks --only 03    # one (file name, stem or unique prefix)
     python -m kprune.tools.render_notebooks --check      # report stale notebooks, run nothing
-    python -m kprune.tools.render_notebooks --fast       # smoke run with KPRUNE_FAST=1, writes nothing
+    python -m kprune.tools.render_notebooks --fast       # KPRUNE_FAST=1 smoke run, no writes
 
 Each notebook runs top to bottom in a fresh `python3` kernel whose working
 directory is a temporary folder (files a notebook writes are thrown away) and
