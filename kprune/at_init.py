@@ -63,7 +63,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from kprune import backend, masking  # noqa: E402
+from kprune import backend, masking, progress  # noqa: E402
 from kprune import prune as prune_lib  # noqa: E402
 from kprune.wrapper import PruneWrapper, prunable_weights, weight_path  # noqa: E402
 
@@ -126,7 +126,7 @@ def init_scores(
         ignore: layer names or classes not to score.
         batch_size: batch size when `data` is given as arrays.
         temperature: GraSP's temperature `T` (default 200, as the paper).
-        verbose: 1 shows a `keras.utils.Progbar`, 0 is silent.
+        verbose: 1 shows progress (`kprune.progress`), 0 is silent.
 
     Returns:
         A dict `{(layer_name, weight_name): numpy array}` in model order, with
@@ -479,8 +479,8 @@ def _score(plan, loss, seed, temperature):
     training = plan.bn_mode == "train"
     var_list = list(variables.values())
     keys = list(variables)
-    bar = keras.utils.Progbar(len(plan.batches) * (2 if plan.method == "grasp" else 1),
-                              verbose=plan.verbose, unit_name="batch")
+    bar = progress.Progress(len(plan.batches) * (2 if plan.method == "grasp" else 1),
+                            f"{plan.method} scoring", verbose=plan.verbose, unit="batch")
     if clone is plan.model:
         grad_fn, hvp_fn = _compiled(plan.model, var_list, loss, loss_fn, temperature, probs)
     else:
@@ -713,7 +713,7 @@ def _synflow_rounds(plan, sparsity, per_key, scope, min_keep, iterations):
     absolute = {k: _value(v) for k, v in variables.items()}
     masks = {k: np.ones(a.shape, bool) for k, a in absolute.items()}
     rounds = 1 if sparsity is None else iterations
-    bar = keras.utils.Progbar(rounds, verbose=plan.verbose, unit_name="round")
+    bar = progress.Progress(rounds, f"{plan.method} scoring", verbose=plan.verbose, unit="round")
     density = 1.0 - (sparsity or 0.0)
     scores = None
     for k in range(1, rounds + 1):

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from kprune import masking
+from kprune import progress
 from kprune.structured import handlers as handlers_lib
 from kprune.structured.graph import DependencyGraph, _resolve_layers
 from kprune.structured.importance import MagnitudeImportance, get_importance
@@ -453,7 +454,8 @@ def prune_iteratively(model, pruning_ratio=0.5, steps=3, fine_tune=None, verbose
         fine_tune: `fn(model, step) -> model or None`, called after each step
             with the new thinner model (compile and fit it there). If it
             returns None, the same model object is used for the next step.
-        verbose: 1 prints each step's plan.
+        verbose: 1 prints each step's plan and a progress line per step
+            (`kprune.progress`), 0 is silent.
         **kwargs: other `ChannelPruner` arguments.
 
     Returns:
@@ -468,16 +470,20 @@ def prune_iteratively(model, pruning_ratio=0.5, steps=3, fine_tune=None, verbose
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}.")
     current = model
+    # Full lines (no in-place bar): each step prints its plan and the user's fine-tuning output.
+    bar = progress.Progress(steps, "prune_iteratively", verbose=1 if verbose else 0, unit="step",
+                            interactive=False)
     for step in range(1, steps + 1):
         pruner = ChannelPruner(current, pruning_ratio=_step_ratio(pruning_ratio, step, steps),
                                **kwargs)
         plan = pruner.plan()
         if verbose:
-            print(f"Step {step}/{steps}\n{plan.report()}")
+            print(plan.report())
         current = pruner.prune(plan)
         if fine_tune is not None:
             tuned = fine_tune(current, step)
             current = tuned if tuned is not None else current
+        bar.update(1)
     return current
 
 
