@@ -18,16 +18,29 @@ __all__ = ["prune_low_magnitude", "strip_pruning", "find_wrappers", "unprunable_
 
 
 def find_wrappers(model):
-    """All `PruneWrapper` layers inside `model`, nested models included."""
+    """Every pruned layer's masks in `model` (`kprune.wrapper.MaskedWeights`):
+    its `PruneWrapper` layers, nested models included, and the groups of any
+    `kprune.PrunedModel` (the model itself or one nested in it)."""
+    from kprune.pruned_model import PrunedModel  # noqa: PLC0415
+
     if isinstance(model, PruneWrapper):
         return [model]
-    return [l for l in model._flatten_layers(include_self=False) if isinstance(l, PruneWrapper)]
+    found = []
+    layers = [model] + list(model._flatten_layers(include_self=False))
+    for layer in layers:
+        if isinstance(layer, PruneWrapper):
+            found.append(layer)
+        elif isinstance(layer, PrunedModel):
+            found.extend(layer.groups)
+    return found
 
 
 def _leaf_layers(model):
     """Layers that hold computation (no models, no wrappers' inner layers)."""
     out = []
     for layer in model._flatten_layers(include_self=False, recursive=False):
+        if not isinstance(layer, keras.layers.Layer):
+            continue  # an ops node of a functional graph (GetItem, ...)
         if isinstance(layer, keras.Model):
             out.extend(_leaf_layers(layer))
         else:
@@ -232,6 +245,7 @@ def prune_low_magnitude(
     sparsity=None,
     ignore=None,
     verbose=0,
+    in_place=False,
 ):
     """Wraps every prunable layer of a model for magnitude pruning during fit.
 
@@ -248,12 +262,22 @@ def prune_low_magnitude(
         sparsity: optional per-layer overrides, `{layer_name: float or None}`.
             A float gives that layer its own `ConstantSparsity` with the
             schedule's steps (and layer scope); `None` leaves it dense.
-        ignore: layer names or layer classes to leave unwrapped.
+        ignore: layer names (or paths) or layer classes to leave unwrapped.
         verbose: 1 prints which layers were wrapped and which were left dense.
+        in_place: only for models that kprune cannot copy (a subclassed model
+            without `get_config`): prune the given model object itself (its
+            variables get kprune's mask constraints). Default False: the
+            caller's model is never modified.
 
     Returns:
-        A new layer or model whose prunable layers are `PruneWrapper`s, with
-        the original weights.
+        A new layer or model. For a functional or Sequential model whose
+        prunable layers are nodes of the graph: the same graph with
+        `PruneWrapper`s around them. For any other model (layers inside
+        composite layers such as KerasHub's `TransformerDecoder`, subclassed
+        models): a `kprune.PrunedModel` holding a copy of the model, whose
+        layers are pruned where they are. Either way the original weights
+        are carried over, and sparsity/ignore keys may be layer names or paths
+        (`"transformer_layer_0/self_attention"`).
 
     Raises:
         TypeError: `to_prune` is not a Keras layer or model, or an argument
@@ -307,6 +331,11 @@ def prune_low_magnitude(
             _copy_weights(to_prune, wrapper)
         return wrapper
 
+    if _needs_pruned_model(to_prune):
+        from kprune.pruned_model import prune_layer_tree  # noqa: PLC0415
+
+        return prune_layer_tree(to_prune, pruning_schedule, granularity, scope,
+                                overrides, ignore, in_place, verbose)
     targets = select_layers(to_prune, overrides, ignore, "prune_low_magnitude")
     target_ids = {id(l) for l in targets}
     # Validate every granularity against every weight before cloning anything.
@@ -343,6 +372,19 @@ def prune_low_magnitude(
     if verbose:
         print(summary(pruned))
     return pruned
+
+
+def _needs_pruned_model(model):
+    """Whether `model` has prunable layers that no `PruneWrapper` can reach
+    (inside composite layers or subclassed models): then it is pruned as a
+    `kprune.PrunedModel`."""
+    from kprune.pruned_model import prunable_layer_tree  # noqa: PLC0415
+
+    if not isinstance(model, keras.Model) or not (model.built or model.weights):
+        return False
+    if any(isinstance(l, PruneWrapper) for l in model._flatten_layers(include_self=False)):
+        return False  # already pruned: select_layers says so
+    return any(not top for _, _, top in prunable_layer_tree(model))
 
 
 def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitude",
@@ -474,12 +516,18 @@ def strip_pruning(model):
     >>> plain = kprune.strip_pruning(pruned)
     >>> plain.save("model.keras")
     """
+    from kprune.pruned_model import PrunedModel, copy_model  # noqa: PLC0415
+
     if isinstance(model, PruneWrapper):
         layer = _fresh_copy(model.layer)
         if model.built:
             layer.build_from_config(model.layer.get_build_config())
             _copy_weights(model, layer)
         return layer
+    if isinstance(model, PrunedModel):
+        # The stored pruned weights already are exactly zero: a plain copy of
+        # the inner model is the stripped model.
+        return copy_model(model.model)
     _check_model(model, "strip_pruning")
     if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
         return _fresh_copy(model)

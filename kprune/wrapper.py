@@ -43,6 +43,8 @@ __all__ = [
     "PruneWrapper",
     "PrunableLayer",
     "MaskConstraint",
+    "MaskedWeights",
+    "check_trainable",
     "register_prunable",
     "prunable_weights",
     "is_prunable",
@@ -349,8 +351,138 @@ _JAX_TRAIN_STEP_MESSAGE = (
 )
 
 
+class MaskedWeights:
+    """The masks of one pruned layer: what every mask update works on.
+
+    Shared by `PruneWrapper` (a layer around the pruned layer) and the groups
+    of `kprune.PrunedModel` (layers anywhere inside a model, held by the
+    model): `Pruner`, `PruningCallback`, `strip_pruning` and the reports see
+    the same interface, whoever owns the variables.
+
+    Attributes:
+        layer: the pruned Keras layer.
+        pruning_schedule: its schedule, or None for fixed masks.
+        granularity: a `kprune.masking.Granularity`.
+        scope: `"layer"` or `"global"`.
+    """
+
+    def _create_mask_state(self, owner, layer, granularity, prune_bias, prefix=""):
+        """Creates, as variables of `owner` (a Keras layer), one mask per
+        pruned weight of `layer` and the step counter, and puts a
+        `MaskConstraint` on each pruned weight."""
+        self._pruned = []  # list of (variable, mask variable, Layout)
+        self._armed = getattr(self, "_armed", False)
+        self._assign_fns = getattr(self, "_assign_fns", {})
+        for index, (weight, layout) in enumerate(prunable_weights(layer, include_bias=prune_bias)):
+            granularity.validate(
+                tuple(weight.shape), layout, name=f"layer '{layer.name}' weight '{weight.name}'"
+            )
+            mask = owner.add_weight(
+                name=f"{prefix}{weight.name}_mask_{index}",
+                shape=weight.shape,
+                dtype=weight.dtype,
+                initializer="ones",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
+            if not isinstance(weight.constraint, MaskConstraint):
+                weight.constraint = MaskConstraint(mask, weight.constraint)
+            self._pruned.append((weight, mask, layout))
+        self.pruning_step = owner.add_weight(
+            name=f"{prefix}pruning_step",
+            shape=(),
+            dtype=STEP_DTYPE,
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+
+    def _release_constraints(self):
+        """Takes the `MaskConstraint`s off the pruned weights again."""
+        for weight, _, _ in self._pruned:
+            if isinstance(weight.constraint, MaskConstraint):
+                weight.constraint = weight.constraint.inner
+
+    @property
+    def prunable_weights(self):
+        """The pruned variables of the wrapped layer."""
+        return [w for w, _, _ in self._pruned]
+
+    @property
+    def masks(self):
+        """The mask variables, in the order of `prunable_weights`."""
+        return [m for _, m, _ in self._pruned]
+
+    @property
+    def layouts(self):
+        """The `masking.Layout` of each pruned variable."""
+        return [layout for _, _, layout in self._pruned]
+
+    @property
+    def step(self):
+        """The pruning step stored in the layer (-1 before training)."""
+        return int(keras.ops.convert_to_numpy(self.pruning_step))
+
+    def magnitude_scores(self):
+        """`|w|` per pruned weight, as numpy arrays: the magnitude scores."""
+        return [np.abs(keras.ops.convert_to_numpy(w)) for w in self.prunable_weights]
+
+    def assign_masks(self, masks, step=None):
+        """Sets the masks and zeroes the pruned weights at once.
+
+        Args:
+            masks: one boolean or 0/1 array per pruned weight, in the order of
+                `prunable_weights`.
+            step: if given, also stored as the layer's `pruning_step` (the
+                step of this mask update), in the same compiled call.
+        """
+        masks = list(masks)
+        if len(masks) != len(self._pruned):
+            raise ValueError(
+                f"Layer '{self.layer.name}' has {len(self._pruned)} pruned "
+                f"weights, got {len(masks)} masks."
+            )
+        assign_masks([self], [masks], step)
+
+    def _mask_tensors(self, masks):
+        """Validated bool tensors, one per pruned weight."""
+        tensors = []
+        for (weight, _, _), mask in zip(self._pruned, masks):
+            mask = np.asarray(mask)
+            if mask.shape != tuple(weight.shape):
+                raise ValueError(
+                    f"Mask for '{weight.path}' must have shape "
+                    f"{tuple(weight.shape)}, got {mask.shape}."
+                )
+            tensors.append(ops.convert_to_tensor(mask.astype(bool, copy=False)))
+        return tensors
+
+    def _assign_masks_graph(self, masks, step):
+        if step is not None:
+            self.pruning_step.assign(step)
+        for (weight, mask_var, _), mask in zip(self._pruned, masks):
+            mask_var.assign(ops.cast(mask, mask_var.dtype))
+            weight.assign(ops.where(mask, weight.value, ops.zeros((), weight.dtype)))
+
+    def set_step(self, step):
+        """Stores the pruning step (used by the callback for save/resume)."""
+        self.pruning_step.assign(np.asarray(int(step), STEP_DTYPE))
+
+
+
+def check_trainable(masked):
+    """Raises if `masked` (a `MaskedWeights`) is being trained without what
+    keeps its masks right: the callback (for a schedule), or on JAX a train
+    step whose constraints see the masks. Checked in Python, when the train
+    step is traced or run eagerly."""
+    if masked.pruning_schedule is not None and not masked._armed:
+        raise ValueError(_NO_CALLBACK_MESSAGE.format(name=masked.layer.name))
+    if not backend.masks_visible():
+        raise ValueError(_JAX_TRAIN_STEP_MESSAGE.format(name=masked.layer.name))
+
+
 @keras.saving.register_keras_serializable(package="kprune")
-class PruneWrapper(keras.layers.Wrapper):
+class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
     """Wraps a prunable layer and computes with its weights times a mask.
 
     Args:
@@ -423,31 +555,7 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def build(self, input_shape=None):
         super().build(input_shape)
-        self._pruned = []
-        targets = prunable_weights(self.layer, include_bias=self.prune_bias)
-        for index, (weight, layout) in enumerate(targets):
-            self.granularity.validate(
-                tuple(weight.shape), layout, name=f"layer '{self.layer.name}' weight '{weight.name}'"
-            )
-            mask = self.add_weight(
-                name=f"{weight.name}_mask_{index}",
-                shape=weight.shape,
-                dtype=weight.dtype,
-                initializer="ones",
-                trainable=False,
-                aggregation="only_first_replica",
-            )
-            if not isinstance(weight.constraint, MaskConstraint):
-                weight.constraint = MaskConstraint(mask, weight.constraint)
-            self._pruned.append((weight, mask, layout))
-        self.pruning_step = self.add_weight(
-            name="pruning_step",
-            shape=(),
-            dtype=STEP_DTYPE,
-            initializer=keras.initializers.Constant(-1),
-            trainable=False,
-            aggregation="only_first_replica",
-        )
+        self._create_mask_state(self, self.layer, self.granularity, self.prune_bias)
         self.built = True
 
     def __call__(self, *args, **kwargs):
@@ -487,11 +595,8 @@ class PruneWrapper(keras.layers.Wrapper):
         if inputs is None:
             # Called by keyword, e.g. `mha(query=q, value=v)`.
             inputs = kwargs.pop(_first_call_argument(self.layer))
-        if training and self.pruning_schedule is not None and not self._armed:
-            # Checked in Python, when the train step is traced or run eagerly.
-            raise ValueError(_NO_CALLBACK_MESSAGE.format(name=self.layer.name))
-        if training and not backend.masks_visible():
-            raise ValueError(_JAX_TRAIN_STEP_MESSAGE.format(name=self.layer.name))
+        if training:
+            check_trainable(self)
         if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
         # The stored weights are the masked weights (see the module
@@ -542,74 +647,6 @@ class PruneWrapper(keras.layers.Wrapper):
         if self.prune_bias:
             config["prune_bias"] = True
         return {**super().get_config(), **config}
-
-    # -- masks ------------------------------------------------------------
-
-    @property
-    def prunable_weights(self):
-        """The pruned variables of the wrapped layer."""
-        return [w for w, _, _ in self._pruned]
-
-    @property
-    def masks(self):
-        """The mask variables, in the order of `prunable_weights`."""
-        return [m for _, m, _ in self._pruned]
-
-    @property
-    def layouts(self):
-        """The `masking.Layout` of each pruned variable."""
-        return [layout for _, _, layout in self._pruned]
-
-    @property
-    def step(self):
-        """The pruning step stored in the layer (-1 before training)."""
-        return int(keras.ops.convert_to_numpy(self.pruning_step))
-
-    def magnitude_scores(self):
-        """`|w|` per pruned weight, as numpy arrays: the magnitude scores."""
-        return [np.abs(keras.ops.convert_to_numpy(w)) for w in self.prunable_weights]
-
-    def assign_masks(self, masks, step=None):
-        """Sets the masks and zeroes the pruned weights at once.
-
-        Args:
-            masks: one boolean or 0/1 array per pruned weight, in the order of
-                `prunable_weights`.
-            step: if given, also stored as the layer's `pruning_step` (the
-                step of this mask update), in the same compiled call.
-        """
-        masks = list(masks)
-        if len(masks) != len(self._pruned):
-            raise ValueError(
-                f"Layer '{self.layer.name}' has {len(self._pruned)} pruned "
-                f"weights, got {len(masks)} masks."
-            )
-        assign_masks([self], [masks], step)
-
-    def _mask_tensors(self, masks):
-        """Validated bool tensors, one per pruned weight."""
-        tensors = []
-        for (weight, _, _), mask in zip(self._pruned, masks):
-            mask = np.asarray(mask)
-            if mask.shape != tuple(weight.shape):
-                raise ValueError(
-                    f"Mask for '{weight.path}' must have shape "
-                    f"{tuple(weight.shape)}, got {mask.shape}."
-                )
-            tensors.append(ops.convert_to_tensor(mask.astype(bool, copy=False)))
-        return tensors
-
-    def _assign_masks_graph(self, masks, step):
-        if step is not None:
-            self.pruning_step.assign(step)
-        for (weight, mask_var, _), mask in zip(self._pruned, masks):
-            mask_var.assign(ops.cast(mask, mask_var.dtype))
-            weight.assign(ops.where(mask, weight.value, ops.zeros((), weight.dtype)))
-
-    def set_step(self, step):
-        """Stores the pruning step (used by the callback for save/resume)."""
-        self.pruning_step.assign(np.asarray(int(step), STEP_DTYPE))
-
 
 def assign_masks(wrappers, masks, step=None):
     """Sets the masks of several wrappers, and zeroes their pruned weights,
