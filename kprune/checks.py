@@ -307,13 +307,16 @@ def check_callable(name, value, allow_none=True, signature=None):
 def check_path(name, value, fix=None):
     """Checks a non-empty path (str or `os.PathLike`); returns it as a str.
 
-    `None` and `""` are refused (instead of writing to `./None` or the
-    working directory).
+    `None` and `""` are refused with a ValueError (as tfmot's
+    `PruningSummaries` does), instead of writing to `./None` or the working
+    directory; other types with a TypeError.
 
     Example:
     >>> check_path("log_dir", "logs/pruning")
     'logs/pruning'
     """
+    if value is None:
+        raise ValueError(_with_fix(f"{name} must be a non-empty path, got None.", fix))
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, os.PathLike)):
         raise TypeError(_with_fix(
             f"{name} must be a directory path (str or pathlib.Path), got {describe(value)}.", fix
