@@ -299,7 +299,7 @@ def check_callable(name, value, allow_none=True, signature=None):
     if not callable(value):
         what = f"a callable {signature}" if signature else "a callable"
         raise TypeError(
-            f"{name} must be {what}{' or None' if allow_none else ''}, got {describe(value)}."
+            f"{name} must be {'None or ' if allow_none else ''}{what}, got {describe(value)}."
         )
     return value
 
