@@ -230,16 +230,11 @@ def check_int(name, value, lo=None, hi=INT64_MAX, fix=None):
             ))
         else:
             raise TypeError(_with_fix(f"{name} must be an integer, got {describe(value)}.", fix))
-    if (lo is not None and result < lo) or (hi is not None and result > hi):
-        if lo is not None and hi is not None and hi == INT64_MAX:
-            expected = f">= {lo} (and at most 2**63 - 1, the int64 range)"
-        elif lo is not None and hi is not None:
-            expected = f"in [{lo}, {hi}]"
-        elif lo is not None:
-            expected = f">= {lo}"
-        else:
-            expected = f"<= {hi}"
-        raise ValueError(_with_fix(f"{name} must be {expected}, got {result}.", fix))
+    if lo is not None and result < lo:
+        raise ValueError(_with_fix(f"{name} must be >= {lo}, got {result}.", fix))
+    if hi is not None and result > hi:
+        limit = "2**63 - 1 (the int64 range of kprune's step counters)" if hi == INT64_MAX else str(hi)
+        raise ValueError(_with_fix(f"{name} must be <= {limit}, got {result}.", fix))
     return result
 
 
