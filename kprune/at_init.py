@@ -343,7 +343,9 @@ def _batches(data, batches, batch_size):
                 break
             out.append((_slice(x, start, start + batch_size), _slice(y, start, start + batch_size)))
         return out
-    if isinstance(data, (tuple, list)) and len(data) == 1:
+    if isinstance(data, (tuple, list)) and len(data) == 1 and not (
+        isinstance(data[0], (tuple, list)) and len(data[0]) >= 2
+    ):
         raise ValueError(
             f"data must be an (x, y) pair or an iterable of (x, y) batches, got a "
             f"{type(data).__name__} of one item; pass data=(x, y)."
@@ -460,6 +462,8 @@ def _num_examples(x):
 
 
 def _slice(x, start, stop):
+    if x is None:  # (x, None): no labels; _check_data says whether that is fine
+        return None
     return keras.tree.map_structure(lambda a: a[start:stop], x)
 
 
