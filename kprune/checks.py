@@ -412,7 +412,7 @@ def check_labels(name, y, num_classes, one_hot=False):
             bad = np.flatnonzero((arr.reshape(-1) < 0) | (arr.reshape(-1) >= num_classes))
             raise ValueError(
                 f"{name} holds class indices outside [0, {num_classes}) for a model "
-                f"with {num_classes} output classes: {bad.size} value(s), min "
+                f"with {num_classes} output classes: {bad.size} of {arr.size} value(s), min "
                 f"{low!r}, max {high!r}. Fix the labels, or give the model "
                 f"{int(high) + 1 if high >= num_classes else num_classes} outputs."
             )
