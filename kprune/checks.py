@@ -223,10 +223,11 @@ def check_int(name, value, lo=None, hi=INT64_MAX, fix=None):
             result = int(arr)
         elif is_number(value):
             as_float = float(np.asarray(value))
-            hint = f"int({value!r})" if np.isfinite(as_float) else "an int"
+            hint = (f", e.g. int({value!r}) if truncation is what you mean"
+                    if np.isfinite(as_float) else "")
             raise TypeError(_with_fix(
                 f"{name} must be an integer, got {describe(value)}. Pass a whole "
-                f"number, e.g. {hint} if truncation is what you mean.", fix
+                f"number{hint}.", fix
             ))
         else:
             raise TypeError(_with_fix(f"{name} must be an integer, got {describe(value)}.", fix))
