@@ -299,6 +299,12 @@ def prune_low_magnitude(
     checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
 
     if isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model):
+        if overrides or ignore:
+            raise ValueError(
+                f"sparsity= and ignore= name layers of a model, but to_prune is the "
+                f"single layer '{to_prune.name}'; pass its schedule as "
+                f"pruning_schedule (e.g. kprune.ConstantSparsity(0.8)) instead."
+            )
         if isinstance(to_prune, PruneWrapper):
             raise ValueError(f"Layer '{to_prune.name}' is already pruned (a PruneWrapper).")
         wrapper = PruneWrapper(_fresh_copy(to_prune), pruning_schedule, granularity, scope)

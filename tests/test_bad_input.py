@@ -226,6 +226,10 @@ PLM = [
     ("model-none", lambda e: kprune.prune_low_magnitude(None), TypeError, ["Keras 3 layer or model", "NoneType"]),
     ("model-str", lambda e: kprune.prune_low_magnitude("model.keras"), TypeError, ["Keras 3 layer or model", "str"]),
     ("already-pruned", lambda e: kprune.prune_low_magnitude(e.pruned), ValueError, ["already pruned", "strip_pruning"]),
+    ("single-layer-with-sparsity", lambda e: kprune.prune_low_magnitude(keras.layers.Dense(3), sparsity={"d1": 0.5}),
+     ValueError, ["single layer", "pruning_schedule"]),
+    ("single-layer-with-ignore", lambda e: kprune.prune_low_magnitude(e.mlp.get_layer("d1"), ignore=["d1"]),
+     ValueError, ["sparsity= and ignore= name layers of a model"]),
     ("unknown-keyword", lambda e: kprune.prune_low_magnitude(e.mlp, target_sparsity=0.5), TypeError, ["target_sparsity"]),
 ]
 
