@@ -150,7 +150,10 @@ class TaylorImportance(Importance):
               for i, a in enumerate(xs)]
         n = [len(a) if a.ndim else 0 for a in xs]
         if not n[0] or len(set(n)) > 1:
-            raise ValueError(f"TaylorImportance: x must hold examples along axis 0, with the same count in every input; got lengths {n}.")
+            raise ValueError(
+                f"TaylorImportance: x must hold examples along axis 0, with the same "
+                f"count in every input; got lengths {n}."
+            )
         if y is not None:
             y = checks.check_finite_array("TaylorImportance y", y)
             if y.ndim == 0 or len(y) != n[0]:
