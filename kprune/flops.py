@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kprune import checks
+
 __all__ = ["count_flops", "count_params", "layer_widths", "width_report"]
 
 
@@ -78,6 +80,7 @@ def count_flops(model, per_layer=False):
     Example:
     >>> count_flops(keras.applications.MobileNetV2(weights=None))  # ~0.6 GFLOPs
     """
+    per_layer = checks.check_bool("per_layer", per_layer)
     per = _per_layer_flops(model)
     return per if per_layer else int(sum(per.values()))
 
@@ -89,6 +92,10 @@ def count_params(model):
     >>> count_params(model) == model.count_params()
     True
     """
+    import keras  # noqa: PLC0415
+
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"count_params needs a Keras model or layer, got {checks.describe(model)}.")
     return int(sum(_prod(tuple(v.shape)) for v in model.weights))
 
 
@@ -121,6 +128,12 @@ def width_report(before, after, print_fn=None):
     Example:
     >>> print(width_report(model, pruned))
     """
+    import keras  # noqa: PLC0415
+
+    for name, model in (("before", before), ("after", after)):
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"width_report: {name} must be a keras.Model, got {checks.describe(model)}.")
+    checks.check_callable("print_fn", print_fn, signature="such as print")
     wb, wa = layer_widths(before), layer_widths(after)
     fb, fa = count_flops(before, per_layer=True), count_flops(after, per_layer=True)
     types = {l.name: type(l).__name__ for l in before.layers}

@@ -32,10 +32,13 @@ bracket are partitioned (introselect, O(n)); see `select_top_k_many`.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 
 import numpy as np
+
+from kprune import checks
 
 __all__ = [
     "Layout",
@@ -318,9 +321,15 @@ class Block(Granularity):
     """
 
     def __init__(self, block_shape=(4, 1), pool="mean"):
+        if not isinstance(block_shape, (tuple, list)):
+            raise TypeError(
+                f"Block: block_shape must be a pair of positive integers (r, c), "
+                f"e.g. Block((4, 1)), got {block_shape!r}."
+            )
         block_shape = tuple(block_shape)
         if len(block_shape) != 2 or not all(
-            isinstance(b, (int, np.integer)) and b >= 1 for b in block_shape
+            isinstance(b, (int, np.integer)) and not isinstance(b, (bool, np.bool_)) and b >= 1
+            for b in block_shape
         ):
             raise ValueError(
                 f"Block: block_shape must be two positive integers (r, c), "
@@ -405,7 +414,7 @@ class NM(Granularity):
     supports_global = False
 
     def __init__(self, n=2, m=4):
-        if not all(isinstance(v, (int, np.integer)) for v in (n, m)):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in (n, m)):
             raise TypeError(f"NM: n and m must be integers, got n={n!r}, m={m!r}.")
         if not 1 <= n < m:
             raise ValueError(f"NM: need 1 <= n < m, got n={n}, m={m}.")
@@ -560,7 +569,19 @@ def compute_mask(scores, sparsity, granularity=None, layout=DENSE_LAYOUT):
         A bool numpy array of `scores.shape`.
     """
     granularity = get_granularity(granularity)
-    return granularity.layer_mask(np.asarray(scores), sparsity, layout)
+    sparsity = checks.check_sparsity("sparsity", sparsity)
+    return granularity.layer_mask(_check_scores("scores", scores), sparsity, layout)
+
+
+def _check_scores(name, scores):
+    """Scores as a numeric numpy array (NaN allowed: it ranks lowest)."""
+    arr = np.asarray(scores)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(
+            f"{name} must be a numeric array (higher = keep), got "
+            f"{checks.describe(scores)} of dtype {arr.dtype}."
+        )
+    return arr
 
 
 def lamp_scores(scores):
@@ -616,6 +637,24 @@ def compute_masks(
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
     if normalize not in (None, "lamp"):
         raise ValueError(f"normalize must be None or 'lamp', got {normalize!r}.")
+    if not isinstance(scores, collections.abc.Mapping):
+        raise TypeError(
+            f"scores must be a dict {{key: score array}}, got {checks.describe(scores)}; "
+            f"for one tensor use kprune.compute_mask(scores, sparsity)."
+        )
+    min_keep = checks.check_int("min_keep", min_keep, lo=0)
+    if isinstance(sparsity, collections.abc.Mapping):
+        extra = [k for k in sparsity if k not in scores]
+        if extra:
+            raise ValueError(
+                f"sparsity has key(s) {extra[:10]} that are not in scores "
+                f"(keys {list(scores)[:10]}); check the keys."
+            )
+        sparsity = {k: None if v is None else checks.check_sparsity(f"sparsity[{k!r}]", v)
+                    for k, v in sparsity.items()}
+    else:
+        sparsity = checks.check_sparsity("sparsity", sparsity)
+    scores = {k: _check_scores(f"scores[{k!r}]", v) for k, v in scores.items()}
     keys = list(scores)
     layouts = layouts or {}
     gran = {

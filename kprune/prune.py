@@ -10,7 +10,7 @@ import warnings
 
 import keras
 
-from kprune import masking
+from kprune import checks, masking
 from kprune import schedules as schedules_lib
 from kprune.wrapper import PruneWrapper, is_prunable
 
@@ -302,8 +302,7 @@ def prune_low_magnitude(
             f"kprune.ConstantSparsity(0.8), got {pruning_schedule!r}."
         )
     granularity = masking.get_granularity(granularity)
-    if scope not in ("layer", "global"):
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
+    checks.check_choice("scope", scope, ("layer", "global"))
     if scope == "global" and not granularity.supports_global:
         raise ValueError(f"{granularity!r} is a per-group pattern; use scope='layer'.")
     if isinstance(granularity, masking.NM):
@@ -317,12 +316,19 @@ def prune_low_magnitude(
                 f"at {granularity.n / granularity.m:g}.",
                 stacklevel=2,
             )
-    overrides = dict(sparsity or {})
-    for name, value in overrides.items():
-        if value is not None:
-            schedules_lib._check_sparsity(f"sparsity[{name!r}]", value)
+    overrides = checks.check_name_map(
+        "sparsity", sparsity,
+        lambda name, v: None if v is None else checks.check_sparsity(name, v),
+    )
+    checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
 
     if isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model):
+        if overrides or ignore:
+            raise ValueError(
+                f"sparsity= and ignore= name layers of a model, but to_prune is the "
+                f"single layer '{to_prune.name}'; pass its schedule as "
+                f"pruning_schedule (e.g. kprune.ConstantSparsity(0.8)) instead."
+            )
         if isinstance(to_prune, PruneWrapper):
             raise ValueError(f"Layer '{to_prune.name}' is already pruned (a PruneWrapper).")
         wrapper = PruneWrapper(_fresh_copy(to_prune), pruning_schedule, granularity, scope)
@@ -418,13 +424,10 @@ def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitud
             f"Model '{model.name}' is already pruned (it contains PruneWrapper "
             f"layers). Call kprune.strip_pruning(model) first to re-prune it."
         )
-    names = {l.name for l in leaves}
-    unknown = sorted(set(overrides) - names) + sorted(n for n in ignore["names"] if n not in names)
-    if unknown:
-        raise ValueError(
-            f"Unknown layer name(s) {unknown} in {overrides_arg}/ignore; the "
-            f"model's layers are {sorted(names)}."
-        )
+    names = [l.name for l in leaves]
+    owners = _owners(model)
+    checks.check_layer_names(overrides_arg, list(overrides), names, owners)
+    checks.check_layer_names("ignore", sorted(ignore["names"]), names, owners)
 
     def wanted(layer):
         if not is_prunable(layer) or layer.name in ignore["names"]:
@@ -473,8 +476,28 @@ def _weights_of(layer):
     return prunable_weights(layer)
 
 
+def _owners(model, path=None):
+    """`{leaf layer name: [the (nested) model each copy sits in]}`."""
+    out = {}
+    path = path or model.name
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        if isinstance(layer, keras.Model):
+            for name, where in _owners(layer, f"{path}/{layer.name}").items():
+                out.setdefault(name, []).extend(where)
+        else:
+            out.setdefault(layer.name, []).append(path)
+    return out
+
+
 def _normalize_ignore(ignore):
     names, types = set(), []
+    if isinstance(ignore, str) or isinstance(ignore, type):
+        ignore = [ignore]  # one name or class, not its characters
+    elif ignore is not None and not isinstance(ignore, (list, tuple, set, frozenset)):
+        raise TypeError(
+            f"ignore must be a list of layer names (str) or Keras layer classes, "
+            f"got {checks.describe(ignore)}."
+        )
     for item in ignore or ():
         if isinstance(item, str):
             names.add(item)

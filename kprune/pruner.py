@@ -32,7 +32,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune import backend, masking
+from kprune import backend, checks, masking
 from kprune.prune import find_wrappers
 from kprune.wrapper import assign_masks
 
@@ -63,11 +63,15 @@ class Pruner:
     """
 
     def __init__(self, model, normalize=None, min_keep=1, verbose=0):
-        if normalize not in (None, "lamp"):
-            raise ValueError(f"normalize must be None or 'lamp', got {normalize!r}.")
-        if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 0:
-            raise ValueError(f"min_keep must be a non-negative integer, got {min_keep!r}.")
-        wrappers = find_wrappers(model) if model is not None else []
+        checks.check_choice("normalize", normalize, (None, "lamp"))
+        min_keep = checks.check_int("min_keep", min_keep, lo=0)
+        checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
+        if not isinstance(model, keras.layers.Layer):
+            raise TypeError(
+                f"model must be a Keras model with PruneWrapper layers (from "
+                f"kprune.prune_low_magnitude), got {checks.describe(model)}."
+            )
+        wrappers = find_wrappers(model)
         if not wrappers:
             raise ValueError(
                 f"Model '{getattr(model, 'name', model)}' has no PruneWrapper "
@@ -138,10 +142,11 @@ class Pruner:
         With `n > 1` (e.g. `steps_per_execution`), an update step passed over
         inside the `n` steps is applied at the new step.
         """
+        n = checks.check_int("n", n, lo=0)
         if self._step is None:
             raise RuntimeError("Call Pruner.start() before Pruner.step().")
         old = self._step
-        self._step = old + int(n)
+        self._step = old + n
         self._update(old + 1, self._step)
 
     def sync(self):
@@ -153,7 +158,7 @@ class Pruner:
 
     def update_masks(self, step=None):
         """Recomputes the masks at `step` (default: now), due or not."""
-        step = self._step if step is None else int(step)
+        step = self._step if step is None else checks.check_int("step", step, lo=0)
         if step is None:
             step = max([0] + [w.step for w in self.wrappers])
         self._assign(step, self.wrappers)
@@ -259,9 +264,10 @@ def update_masks(model, step, normalize=None, min_keep=1):
         train_step(x, y)   # GradientTape + optimizer.apply_gradients
     ```
     """
-    step = int(step)
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}.")
+    step = checks.check_int(
+        "step", step, lo=0,
+        fix="Pass the index of the training step about to run, e.g. int(optimizer.iterations).",
+    )
     pruner = Pruner(model, normalize=normalize, min_keep=min_keep)
     for w in pruner.wrappers:
         w._armed = True

@@ -16,24 +16,24 @@ Two differences from tfmot's schedules, both deliberate:
 from __future__ import annotations
 
 import keras
+import numpy as np
+
+from kprune import checks
 
 __all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay", "get_schedule"]
 
 
 def _check_sparsity(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1), got {value!r}.")
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
-    return float(value)
+    return checks.check_sparsity(name, value)
 
 
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-    return int(value)
+    return checks.check_int(name, value, lo=minimum)
+
+
+def _check_step(step):
+    """The step argument of `should_prune`/`sparsity`/`next_update`."""
+    return checks.check_int("step", step)
 
 
 class PruningSchedule:
@@ -61,7 +61,7 @@ class PruningSchedule:
 
     def should_prune(self, step):
         """Whether masks are updated at `step`."""
-        step = int(step)
+        step = _check_step(step)
         if step < self.begin_step:
             return False
         if self.end_step != -1 and step > self.end_step:
@@ -70,7 +70,7 @@ class PruningSchedule:
 
     def next_update(self, step):
         """The first update step >= `step`, or None if there is none left."""
-        step = max(int(step), self.begin_step)
+        step = max(_check_step(step), self.begin_step)
         offset = (step - self.begin_step) % self.frequency
         nxt = step if offset == 0 else step + self.frequency - offset
         if self.end_step != -1:
@@ -184,9 +184,12 @@ class PolynomialDecay(PruningSchedule):
     ):
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
         self.final_sparsity_ = _check_sparsity("final_sparsity", final_sparsity)
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
-            raise ValueError(f"power must be a positive number, got {power!r}.")
-        self.power = power
+        checked = checks.check_float(
+            "power", power, lo=0, lo_inclusive=False,
+            fix="Use a finite exponent such as 3 (Zhu & Gupta's cubic schedule).",
+        )
+        # Integers stay integers, so get_config() shows what the user passed.
+        self.power = int(power) if isinstance(power, (int, np.integer)) else checked
         super().__init__(begin_step, end_step, frequency)
         if self.end_step <= self.begin_step:
             raise ValueError(
@@ -199,8 +202,9 @@ class PolynomialDecay(PruningSchedule):
         return self.final_sparsity_
 
     def sparsity(self, step):
+        step = _check_step(step)
         span = self.end_step - self.begin_step
-        progress = min(1.0, max(0.0, (int(step) - self.begin_step) / span))
+        progress = min(1.0, max(0.0, (step - self.begin_step) / span))
         delta = self.initial_sparsity - self.final_sparsity_
         return self.final_sparsity_ + delta * (1.0 - progress) ** self.power
 

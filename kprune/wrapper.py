@@ -35,8 +35,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from kprune import backend
-from kprune import masking
+from kprune import backend, checks, masking
 from kprune import schedules as schedules_lib
 
 __all__ = [
@@ -536,6 +535,7 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
             prunable_weights(layer)  # raises the descriptive error
         if scope not in ("layer", "global"):
             raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
+        checks.check_bool("prune_bias", prune_bias)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         self.pruning_schedule = schedules_lib.get_schedule(pruning_schedule)

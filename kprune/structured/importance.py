@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kprune import checks
+
 __all__ = [
     "Importance",
     "MagnitudeImportance",
@@ -31,6 +33,21 @@ __all__ = [
     "TaylorImportance",
     "get_importance",
 ]
+
+
+def _check_roles(roles):
+    """`roles` as a tuple of str; one string is one role (not its letters)."""
+    if isinstance(roles, str):
+        roles = (roles,)
+    if isinstance(roles, (bytes, dict)) or not hasattr(roles, "__iter__"):
+        raise TypeError(f"roles must be a tuple of role names such as ('out',), got {checks.describe(roles)}.")
+    roles = tuple(roles)
+    if not roles or not all(isinstance(r, str) for r in roles):
+        raise ValueError(
+            f"roles must be a non-empty tuple of role names ('out', 'in', 'bias', "
+            f"'gamma', 'beta', 'dw'), got {roles!r}."
+        )
+    return roles
 
 
 def _per_position(fn):
@@ -64,10 +81,10 @@ class MagnitudeImportance(Importance):
     """
 
     def __init__(self, p=1, roles=("out",)):
-        if p not in (1, 2):
-            raise ValueError(f"MagnitudeImportance: p must be 1 or 2, got {p!r}.")
-        self.p = p
-        self.roles = tuple(roles)
+        if not checks.is_number(p) or p not in (1, 2):
+            raise ValueError(f"MagnitudeImportance: p must be 1 or 2, got {checks.describe(p)}.")
+        self.p = int(p)
+        self.roles = _check_roles(roles)
 
     def __call__(self, group):
         p = self.p
@@ -123,9 +140,32 @@ class TaylorImportance(Importance):
     """
 
     def __init__(self, x, y=None, loss=None, batch_size=32, roles=("out", "gamma")):
+        xs = x if isinstance(x, (list, tuple)) else [x]
+        if x is None or not xs:
+            raise TypeError(
+                f"TaylorImportance needs input data x (an array, or a list of arrays "
+                f"for a multi-input model), got {checks.describe(x)}."
+            )
+        xs = [checks.check_finite_array("TaylorImportance x" + (f"[{i}]" if len(xs) > 1 else ""), a)
+              for i, a in enumerate(xs)]
+        n = [len(a) if a.ndim else 0 for a in xs]
+        if not n[0] or len(set(n)) > 1:
+            raise ValueError(
+                f"TaylorImportance: x must hold examples along axis 0, with the same "
+                f"count in every input; got lengths {n}."
+            )
+        if y is not None:
+            y = checks.check_finite_array("TaylorImportance y", y)
+            if y.ndim == 0 or len(y) != n[0]:
+                raise ValueError(
+                    f"TaylorImportance: x has {n[0]} examples but y has "
+                    f"{len(y) if y.ndim else 0}; give one target per example."
+                )
+        if loss is not None and not isinstance(loss, str) and not callable(loss):
+            raise TypeError(f"loss must be a Keras loss name, instance or callable, got {checks.describe(loss)}.")
         self.x, self.y, self.loss = x, y, loss
-        self.batch_size = int(batch_size)
-        self.roles = tuple(roles)
+        self.batch_size = checks.check_int("batch_size", batch_size, lo=1)
+        self.roles = _check_roles(roles)
         self._grads = {}
         self._model_id = None
 
@@ -143,6 +183,10 @@ class TaylorImportance(Importance):
                     "'sparse_categorical_crossentropy'); the model is not compiled."
                 )
         loss_fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+        sparse = (isinstance(loss, str) and loss.replace("_", "").lower() == "sparsecategoricalcrossentropy") or (
+            isinstance(loss, keras.losses.SparseCategoricalCrossentropy))
+        if sparse and self.y is not None and len(model.outputs) == 1 and model.outputs[0].shape[-1]:
+            checks.check_labels("TaylorImportance y", self.y, int(model.outputs[0].shape[-1]))
         variables = list(model.trainable_weights)
         totals = [np.zeros(tuple(v.shape), np.float64) for v in variables]
         xs = self.x if isinstance(self.x, (list, tuple)) else [self.x]
@@ -203,7 +247,7 @@ def get_importance(identifier):
                 "importance='taylor' needs data: pass "
                 "importance=TaylorImportance(x, y, loss=...)."
             )
-    raise ValueError(
+    raise (ValueError if isinstance(identifier, str) else TypeError)(
         f"importance must be 'l1', 'l2', 'bn_scale', a TaylorImportance(...) or a "
         f"callable group -> scores; got {identifier!r}."
     )

@@ -12,17 +12,16 @@ with the same layer names and types.
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import dataclasses
-import numbers
 
 import keras
 import numpy as np
 
-from kprune import masking
-from kprune import progress
+from kprune import checks, masking, progress
 from kprune.structured import handlers as handlers_lib
-from kprune.structured.graph import DependencyGraph, _resolve_layers
+from kprune.structured.graph import DependencyGraph, _resolve_layers, check_graph_model
 from kprune.structured.importance import MagnitudeImportance, get_importance
 
 __all__ = [
@@ -35,14 +34,25 @@ __all__ = [
 
 
 def _check_ratio(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float in [0, 1), got {value!r}.")
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(
-            f"{name} must be in [0, 1) (the fraction of channels to remove; 1 would "
-            f"remove every channel), got {value!r}."
-        )
-    return float(value)
+    return checks.check_sparsity(name, value, what="channels")
+
+
+def _check_ratio_arg(model, pruning_ratio, global_pruning=False):
+    """`pruning_ratio` as a float, or a dict keyed by layer *names*."""
+    if isinstance(pruning_ratio, collections.abc.Mapping):
+        if global_pruning:
+            raise ValueError(
+                "global_pruning=True takes a single float pruning_ratio, got a dict."
+            )
+        _resolve_layers(model, list(pruning_ratio), "pruning_ratio")
+        out = {}
+        for k, v in pruning_ratio.items():
+            name = k.name if isinstance(k, keras.layers.Layer) else k
+            if name in out:
+                raise ValueError(f"pruning_ratio names layer {name!r} twice.")
+            out[name] = _check_ratio(v, f"pruning_ratio[{name!r}]")
+        return out
+    return _check_ratio(pruning_ratio, "pruning_ratio")
 
 
 @dataclasses.dataclass
@@ -141,26 +151,22 @@ class ChannelPruner:
         custom_objects=None,
         verbose=0,
     ):
+        check_graph_model(model)
         self.importance = get_importance(importance)
-        if isinstance(pruning_ratio, dict):
-            if global_pruning:
-                raise ValueError(
-                    "global_pruning=True takes a single float pruning_ratio, got a dict."
-                )
-            _resolve_layers(model, list(pruning_ratio), "pruning_ratio")
-            pruning_ratio = {
-                k: _check_ratio(v, f"pruning_ratio[{k!r}]") for k, v in pruning_ratio.items()
-            }
-        elif not from_zero_channels:
-            pruning_ratio = _check_ratio(pruning_ratio, "pruning_ratio")
-        if round_to is not None and (
-            isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1
-        ):
-            raise ValueError(f"round_to must be a positive integer or None, got {round_to!r}.")
-        if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
-            raise ValueError(f"min_channels must be an integer >= 1, got {min_channels!r}.")
-        if global_normalize not in (None, "lamp"):
-            raise ValueError(f"global_normalize must be None or 'lamp', got {global_normalize!r}.")
+        global_pruning = checks.check_bool("global_pruning", global_pruning)
+        from_zero_channels = checks.check_bool("from_zero_channels", from_zero_channels)
+        if isinstance(pruning_ratio, collections.abc.Mapping) or not from_zero_channels:
+            pruning_ratio = _check_ratio_arg(model, pruning_ratio, global_pruning)
+        if round_to is not None:
+            round_to = checks.check_int("round_to", round_to, lo=1, fix="Or pass None for no rounding.")
+        min_channels = checks.check_int("min_channels", min_channels, lo=1)
+        checks.check_choice("global_normalize", global_normalize, (None, "lamp"))
+        if custom_objects is not None and not isinstance(custom_objects, collections.abc.Mapping):
+            raise TypeError(
+                f"custom_objects must be a dict {{name: class}} or None, got "
+                f"{checks.describe(custom_objects)}."
+            )
+        checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
         self.graph = DependencyGraph(model, ignored_layers=ignored_layers)
         self.model = model
         self.pruning_ratio = pruning_ratio
@@ -212,8 +218,8 @@ class ChannelPruner:
             A `PruningPlan`.
         """
         ratio = self.pruning_ratio if pruning_ratio is None else pruning_ratio
-        if pruning_ratio is not None and not isinstance(ratio, dict):
-            ratio = _check_ratio(ratio, "pruning_ratio")
+        if pruning_ratio is not None:
+            ratio = _check_ratio_arg(self.model, ratio, self.global_pruning)
         force_removed = force_removed or {}
         notes, scores, ratios = [], {}, {}
         groups = self.groups
@@ -362,6 +368,7 @@ class ChannelPruner:
             A plain (uncompiled) keras.Model with the same layer names and
             types and fewer channels, holding the kept channels' weights.
         """
+        _check_plan(self, plan)
         plan = plan or self._plan or self.plan()
         weights, widths = self._sliced(plan)
         return self._rebuild(weights, widths)
@@ -373,12 +380,14 @@ class ChannelPruner:
         normalisation scales/offsets, and the next layers' input slices), so
         its outputs equal `prune()`'s. Useful to verify the surgery.
         """
+        _check_plan(self, plan)
         plan = plan or self._plan or self.plan()
         weights, _ = self._sliced(plan, zero_only=True)
         return self._rebuild(weights, {})
 
     def masks(self, plan=None):
         """Keep-masks `{(layer name, weight name): float array}` of a plan."""
+        _check_plan(self, plan)
         plan = plan or self._plan or self.plan()
         removed_ids = self.graph.removed_ids(plan.removed)
         out = {}
@@ -398,6 +407,22 @@ class ChannelPruner:
                 m[tuple(index)] = 0
                 out[key] = m
         return out
+
+
+def _check_plan(pruner, plan):
+    """`plan` must be None or a `PruningPlan` made by this pruner's graph."""
+    if plan is None:
+        return
+    if not isinstance(plan, PruningPlan):
+        raise TypeError(
+            f"plan must be a PruningPlan from ChannelPruner.plan(), or None, got "
+            f"{checks.describe(plan)}."
+        )
+    if plan.graph is not pruner.graph:
+        raise ValueError(
+            f"plan was made by another ChannelPruner (model "
+            f"{plan.graph.model.name!r}); pass a plan from this pruner's plan()."
+        )
 
 
 def prune_channels(model, importance="l1", pruning_ratio=0.5, **kwargs):
@@ -467,8 +492,11 @@ def prune_iteratively(model, pruning_ratio=0.5, steps=3, fine_tune=None, verbose
     ...     m.fit(x, y, epochs=1, verbose=0)
     >>> thin = prune_iteratively(model, 0.5, steps=3, fine_tune=tune)
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+    steps = checks.check_int("steps", steps, lo=1)
+    check_graph_model(model)
+    _check_ratio_arg(model, pruning_ratio, kwargs.get("global_pruning", False))
+    checks.check_callable("fine_tune", fine_tune, signature="fn(model, step) -> model or None")
+    checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
     current = model
     # Full lines (no in-place bar): each step prints its plan and the user's fine-tuning output.
     bar = progress.Progress(steps, "prune_iteratively", verbose=1 if verbose else 0, unit="step",
@@ -518,9 +546,19 @@ class ChannelPruningCallback(keras.callbacks.Callback):
 
     def __init__(self, pruning_ratio=0.5, prune_epochs=(0,), **kwargs):
         super().__init__()
-        if not prune_epochs:
+        if isinstance(prune_epochs, (str, bytes)) or not isinstance(
+            prune_epochs, collections.abc.Iterable
+        ):
+            raise TypeError(
+                f"prune_epochs must be a list of epoch indices, e.g. [0, 2, 4], got "
+                f"{checks.describe(prune_epochs)}."
+            )
+        epochs = [checks.check_int(f"prune_epochs[{i}]", e, lo=0) for i, e in enumerate(prune_epochs)]
+        if not epochs:
             raise ValueError("prune_epochs must list at least one epoch.")
-        self.prune_epochs = sorted(int(e) for e in prune_epochs)
+        if len(set(epochs)) != len(epochs):
+            raise ValueError(f"prune_epochs lists an epoch twice: {epochs}; list each epoch once.")
+        self.prune_epochs = sorted(epochs)
         if isinstance(pruning_ratio, dict):
             for k, v in pruning_ratio.items():
                 _check_ratio(v, f"pruning_ratio[{k!r}]")
