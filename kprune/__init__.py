@@ -18,6 +18,10 @@ from kprune.report import sparsity_report
 from kprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from kprune.wrapper import PrunableLayer, PruneWrapper, register_prunable
 
+from kprune import lottery, movement  # noqa: E402
+from kprune.lottery import IterativeMagnitudePruning, RewindCheckpoint  # noqa: E402
+from kprune.movement import MovementPruning  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -47,4 +51,7 @@ __all__ = [
     "sparsity_report",
     "strip_pruning",
     "update_masks",
+    "IterativeMagnitudePruning",
+    "RewindCheckpoint",
+    "MovementPruning",
 ]
