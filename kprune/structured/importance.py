@@ -387,11 +387,10 @@ def get_importance(identifier):  # noqa: F811 - extends the one above
                 "importance='hessian' needs data: pass "
                 "importance=HessianImportance(x, y, loss=...)."
             )
-    try:
-        return _get_builtin_importance(identifier)
-    except ValueError:
-        raise ValueError(
-            f"importance must be 'l1', 'l2', 'bn_scale', 'fpgm', 'lamp', 'random', "
-            f"a TaylorImportance(...) / HessianImportance(...) or a callable "
-            f"group -> scores; got {identifier!r}."
-        ) from None
+        if key not in ("l1", "l2", "bn", "bn_scale", "slimming", "taylor"):
+            raise ValueError(
+                f"importance must be 'l1', 'l2', 'bn_scale', 'fpgm', 'lamp', 'random', "
+                f"a TaylorImportance(...) / HessianImportance(...) or a callable "
+                f"group -> scores; got {identifier!r}."
+            )
+    return _get_builtin_importance(identifier)
