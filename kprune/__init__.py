@@ -21,7 +21,8 @@ from kprune.wrapper import PrunableLayer, PruneWrapper, register_prunable
 from kprune import lottery, movement  # noqa: E402
 from kprune.lottery import IterativeMagnitudePruning, RewindCheckpoint  # noqa: E402
 from kprune.movement import MovementPruning  # noqa: E402
-from kprune import criteria, regularizers  # noqa: E402
+from kprune import criteria, forgetting, regularizers  # noqa: E402
+from kprune.forgetting import ForgettingReport, forgetting_report  # noqa: E402
 from kprune.regularizers import GrowingRegularization, network_slimming  # noqa: E402
 
 __version__ = "0.1.0"
@@ -58,4 +59,6 @@ __all__ = [
     "MovementPruning",
     "GrowingRegularization",
     "network_slimming",
+    "ForgettingReport",
+    "forgetting_report",
 ]
