@@ -21,7 +21,8 @@ from kprune.wrapper import PrunableLayer, PruneWrapper, register_prunable
 from kprune import lottery, movement  # noqa: E402
 from kprune.lottery import IterativeMagnitudePruning, RewindCheckpoint  # noqa: E402
 from kprune.movement import MovementPruning  # noqa: E402
-from kprune import criteria, forgetting, regularizers  # noqa: E402
+from kprune import criteria, distill, forgetting, regularizers  # noqa: E402
+from kprune.distill import adaptive_bn  # noqa: E402
 from kprune.forgetting import ForgettingReport, forgetting_report  # noqa: E402
 from kprune.regularizers import GrowingRegularization, network_slimming  # noqa: E402
 
@@ -61,4 +62,5 @@ __all__ = [
     "network_slimming",
     "ForgettingReport",
     "forgetting_report",
+    "adaptive_bn",
 ]
