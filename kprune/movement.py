@@ -30,10 +30,16 @@ scores with Adam). This needs no custom `train_step`, no second forward pass
 and no host transfer per batch; the state lives in the callback only, so
 plain magnitude pruning pays nothing for it.
 
-One difference from the paper: kprune stores pruned weights as exact zeros
-(the paper keeps the dense `W` behind the mask), so a pruned weight's score
-stops moving (`W = 0`); it can only come back if the kept weights' scores
-fall below it, and then it restarts from zero.
+Pruned weights: the paper keeps a dense `W` behind the mask; a masked entry
+gets no update, so it stays at its value from when it was pruned, and its
+score keeps accumulating `-W_frozen * dL/dW'` (straight-through). kprune
+stores pruned weights as exact zeros, so the constraint keeps that frozen
+value (`latent`) itself and adds `latent * dW`, where `dW` is the update the
+optimizer applied to the zero (for SGD `-lr * dL/dW'`). This needs a
+gradient for the pruned entries: while `PruneWrapper` computes with `w *
+mask`, that gradient is zero and a pruned weight's score stays where it was
+when it was pruned. A weight that comes back restarts from zero (the
+paper's from its frozen value).
 """
 
 from __future__ import annotations
@@ -49,31 +55,41 @@ __all__ = ["MovementPruning", "MovementConstraint"]
 
 
 class MovementConstraint(keras.constraints.Constraint):
-    """Accumulates `W_t * (W_{t+1} - W_t)` into a score after every update.
+    """Accumulates the movement score after every optimizer update.
 
     Chained in front of a variable's existing constraint (the wrapper's
-    `MaskConstraint`) by `MovementPruning`; not meant to be used alone.
+    `MaskConstraint`) by `MovementPruning`; not meant to be used alone. With
+    `before` the stored value before the update (zero where pruned) and `w`
+    the updated value, it adds `latent * (w - before)` to the score, where
+    `latent` is the weight itself where kept and, where pruned, the value the
+    weight had when it was pruned (the paper's dense `W` behind the mask,
+    which receives no update while masked).
 
     Args:
         score: the score variable (same shape as the weight).
-        previous: a variable holding the weight's value before the update.
-        mask: the wrapper's mask variable (weights zeroed by a mask update
-            between two steps count as having been zero).
+        previous: a variable holding the stored value after the last update.
+        latent: a variable holding the latent dense weight.
+        mask: the wrapper's mask variable.
         inner: the constraint to apply after (the wrapper's MaskConstraint).
     """
 
-    def __init__(self, score, previous, mask, inner=None):
+    def __init__(self, score, previous, latent, mask, inner=None):
         self.score = score
         self.previous = previous
+        self.latent = latent
         self.mask = mask
         self.inner = inner
 
     def __call__(self, w):
-        before = ops.multiply(self.previous, ops.cast(self.mask, w.dtype))
-        self.score.assign_add(ops.cast(ops.multiply(before, ops.subtract(w, before)),
-                                       self.score.dtype))
+        keep = ops.cast(self.mask, "bool")
+        zero = ops.zeros((), w.dtype)
+        # Weights zeroed by a mask update since the last step count as zero.
+        before = ops.where(keep, self.previous, zero)
+        latent = ops.where(keep, before, self.latent)
+        self.score.assign_add(ops.cast(latent * (w - before), self.score.dtype))
         new = w if self.inner is None else self.inner(w)
         self.previous.assign(new)
+        self.latent.assign(ops.where(keep, new, self.latent))
         return new
 
 
@@ -147,15 +163,18 @@ class MovementPruning(PruningCallback):
                 if state is None:
                     score = keras.Variable(np.zeros(tuple(var.shape), "float32"), trainable=False,
                                            name=f"movement_score_{var.name}")
-                    previous = keras.Variable(ops.convert_to_numpy(var), trainable=False,
+                    value = ops.convert_to_numpy(var)
+                    previous = keras.Variable(value, trainable=False,
                                               name=f"movement_previous_{var.name}")
-                    state = self._states[id(var)] = (score, previous)
+                    latent = keras.Variable(value, trainable=False,
+                                            name=f"movement_latent_{var.name}")
+                    state = self._states[id(var)] = (score, previous, latent)
                 else:
                     state[1].assign(ops.convert_to_numpy(var))
-                score, previous = state
+                score, previous, latent = state
                 scores.append(score)
                 self._installed.append((var, var.constraint))
-                var.constraint = MovementConstraint(score, previous, mask, var.constraint)
+                var.constraint = MovementConstraint(score, previous, latent, mask, var.constraint)
             self.movement_scores[w.name] = scores
 
     def _uninstall(self):

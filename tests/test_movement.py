@@ -98,3 +98,18 @@ def test_no_wrappers_is_an_error_naming_the_fix():
     model.compile("sgd", "mse")
     with pytest.raises(ValueError, match="prune_low_magnitude"):
         model.fit(np.zeros((4, 4)), np.zeros((4, 2)), verbose=0, callbacks=[MovementPruning()])
+
+
+def test_pruned_entries_accumulate_with_their_frozen_value():
+    # Entry 0 kept (stored 2.0), entry 1 pruned (stored 0, frozen latent 3.0).
+    score = keras.Variable(np.zeros(2, "float32"))
+    previous = keras.Variable(np.array([2.0, 0.0], "float32"))
+    latent = keras.Variable(np.array([2.0, 3.0], "float32"))
+    mask = keras.Variable(np.array([1.0, 0.0], "float32"))
+    c = MovementConstraint(score, previous, latent, mask, MaskConstraint(mask))
+    out = keras.ops.convert_to_numpy(c(keras.ops.convert_to_tensor([1.5, 0.25])))
+    np.testing.assert_allclose(out, [1.5, 0.0])
+    # kept: 2.0 * (1.5 - 2.0); pruned (straight-through): 3.0 * (0.25 - 0).
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(score), [-1.0, 0.75])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(latent), [1.5, 3.0])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(previous), [1.5, 0.0])
