@@ -170,7 +170,10 @@ class MovementPruning(PruningCallback):
                                             name=f"movement_latent_{var.name}")
                     state = self._states[id(var)] = (score, previous, latent)
                 else:
-                    state[1].assign(ops.convert_to_numpy(var))
+                    value = ops.convert_to_numpy(var)
+                    keep = ops.convert_to_numpy(mask).astype(bool)
+                    state[1].assign(value)
+                    state[2].assign(np.where(keep, value, ops.convert_to_numpy(state[2])))
                 score, previous, latent = state
                 scores.append(score)
                 self._installed.append((var, var.constraint))

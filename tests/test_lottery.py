@@ -188,7 +188,7 @@ def test_run_loop_reaches_the_compound_density():
     assert sum(_kept(imp).values()) == masking.kept_count(masking.kept_count(total, 0.5), 0.5)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(st.floats(0.05, 0.95))
 def test_any_fraction_keeps_round_of_remaining(fraction):
     imp = IterativeMagnitudePruning(_mlp(), fraction=fraction)
