@@ -18,6 +18,14 @@ from kprune.report import sparsity_report
 from kprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from kprune.wrapper import PrunableLayer, PruneWrapper, register_prunable
 
+from kprune import lottery, movement  # noqa: E402
+from kprune.lottery import IterativeMagnitudePruning, RewindCheckpoint  # noqa: E402
+from kprune.movement import MovementPruning  # noqa: E402
+from kprune import criteria, distill, forgetting, regularizers  # noqa: E402
+from kprune.distill import adaptive_bn  # noqa: E402
+from kprune.forgetting import ForgettingReport, forgetting_report  # noqa: E402
+from kprune.regularizers import GrowingRegularization, network_slimming  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -47,4 +55,12 @@ __all__ = [
     "sparsity_report",
     "strip_pruning",
     "update_masks",
+    "IterativeMagnitudePruning",
+    "RewindCheckpoint",
+    "MovementPruning",
+    "GrowingRegularization",
+    "network_slimming",
+    "ForgettingReport",
+    "forgetting_report",
+    "adaptive_bn",
 ]

@@ -65,7 +65,7 @@ from keras import ops  # noqa: E402
 
 from kprune import backend, checks, masking, progress  # noqa: E402
 from kprune import prune as prune_lib  # noqa: E402
-from kprune.wrapper import PruneWrapper, prunable_weights, weight_path  # noqa: E402
+from kprune.wrapper import prunable_weights, weight_path  # noqa: E402
 
 __all__ = ["METHODS", "init_scores", "prune_at_init"]
 
@@ -523,16 +523,8 @@ def _is_softmax(activation):
 
 def _wrap_fixed(plan, scope, overrides, include_bias):
     """The caller's model cloned with fixed-mask PruneWrappers on the targets."""
-
-    def clone_layer(layer):
-        new = prune_lib._fresh_copy(layer)
-        if id(layer) not in plan.target_ids:
-            return new
-        layer_scope = "layer" if layer.name in overrides else scope
-        return PruneWrapper(new, pruning_schedule=None, scope=layer_scope,
-                            prune_bias=include_bias)
-
-    return prune_lib._clone(plan.model, clone_layer)
+    return prune_lib.wrap_fixed(plan.model, plan.targets, scope=scope, prune_bias=include_bias,
+                                layer_scopes={name: "layer" for name in overrides})
 
 
 # --------------------------------------------------------------------------

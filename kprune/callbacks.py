@@ -34,6 +34,8 @@ class PruningCallback(keras.callbacks.Callback):
         min_keep: for `scope="global"` models: the fewest weights (or groups)
             any tensor keeps.
         verbose: 1 prints a line at every mask update.
+        scores: `None` (magnitude) or a callable `wrapper -> list of score
+            arrays`, passed to `kprune.Pruner`.
 
     Example:
     ```python
@@ -43,11 +45,12 @@ class PruningCallback(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, normalize=None, min_keep=1, verbose=0):
+    def __init__(self, normalize=None, min_keep=1, verbose=0, scores=None):
         super().__init__()
         checks.check_choice("normalize", normalize, (None, "lamp"))
         min_keep = checks.check_int("min_keep", min_keep, lo=0)
         checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
+        self.scores = scores
         self.normalize = normalize
         self.min_keep = min_keep
         self.verbose = verbose
@@ -69,7 +72,8 @@ class PruningCallback(keras.callbacks.Callback):
 
     def _start(self):
         self.pruner = Pruner(
-            self.model, normalize=self.normalize, min_keep=self.min_keep, verbose=self.verbose
+            self.model, normalize=self.normalize, min_keep=self.min_keep, verbose=self.verbose,
+            scores=self.scores,
         ).start()
 
     def on_epoch_begin(self, epoch, logs=None):

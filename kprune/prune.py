@@ -14,7 +14,10 @@ from kprune import checks, masking
 from kprune import schedules as schedules_lib
 from kprune.wrapper import PruneWrapper, is_prunable
 
-__all__ = ["prune_low_magnitude", "strip_pruning", "find_wrappers", "unprunable_layers"]
+__all__ = [
+    "prune_low_magnitude", "strip_pruning", "find_wrappers", "unprunable_layers",
+    "wrap_fixed", "clone_layers",
+]
 
 
 def find_wrappers(model):
@@ -74,6 +77,55 @@ def unprunable_layers(model):
 def _fresh_copy(layer):
     """A new, unbuilt layer of the same class and config."""
     return layer.__class__.from_config(layer.get_config())
+
+
+def clone_layers(model, clone_layer):
+    """A new model with every leaf layer replaced by `clone_layer(layer)`.
+
+    The one cloning route of kprune (what `prune_low_magnitude`,
+    `strip_pruning` and `wrap_fixed` use): nested Sequential/functional models
+    are cloned too, input names are kept, and weights are copied layer by
+    layer afterwards. The caller's model is not modified.
+
+    Args:
+        model: a built Sequential or functional model.
+        clone_layer: `layer -> new unbuilt layer` (for example
+            `layer.__class__.from_config(changed_config)`).
+
+    Returns:
+        The new model.
+    """
+    return _clone(model, clone_layer)
+
+
+def wrap_fixed(model, layers, scope="layer", prune_bias=False, layer_scopes=None):
+    """A copy of `model` whose `layers` are fixed-mask `PruneWrapper`s.
+
+    Fixed masks (`pruning_schedule=None`) never change during training and
+    need no callback; set them with `wrapper.assign_masks`. Used by
+    `prune_at_init` and the lottery-ticket loop (`kprune.lottery`).
+
+    Args:
+        model: a built Sequential or functional model (not modified).
+        layers: the layers of `model` to wrap (e.g. from `select_layers`).
+        scope: the wrappers' scope, `"layer"` or `"global"`.
+        prune_bias: also mask the wrapped layers' biases.
+        layer_scopes: optional `{layer name: scope}` overriding `scope`.
+
+    Returns:
+        The new model, with the original weights and all-ones masks.
+    """
+    target_ids = {id(l) for l in layers}
+    layer_scopes = layer_scopes or {}
+
+    def clone_layer(layer):
+        new = _fresh_copy(layer)
+        if id(layer) not in target_ids:
+            return new
+        return PruneWrapper(new, pruning_schedule=None,
+                            scope=layer_scopes.get(layer.name, scope), prune_bias=prune_bias)
+
+    return _clone(model, clone_layer)
 
 
 def _check_model(model, what):

@@ -51,6 +51,10 @@ class Pruner:
         min_keep: for global scope, every weight tensor keeps at least this
             many weights (or groups), so no layer is emptied.
         verbose: 1 prints a line at every mask update.
+        scores: where the scores come from: `None` (default) is magnitude
+            `|w|`; a callable `scores(wrapper) -> list of arrays`, one per
+            `wrapper.prunable_weights` (higher = keep), plugs in another
+            criterion (movement pruning, `kprune.movement`, uses this).
 
     Returns:
         A `Pruner`. Call `start()` once before training and `step()` after
@@ -62,7 +66,9 @@ class Pruner:
     >>> pruner.step()
     """
 
-    def __init__(self, model, normalize=None, min_keep=1, verbose=0):
+    def __init__(self, model, normalize=None, min_keep=1, verbose=0, scores=None):
+        if scores is not None and not callable(scores):
+            raise TypeError(f"scores must be None or a callable wrapper -> arrays, got {scores!r}.")
         checks.check_choice("normalize", normalize, (None, "lamp"))
         min_keep = checks.check_int("min_keep", min_keep, lo=0)
         checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
@@ -84,6 +90,7 @@ class Pruner:
         self.normalize = normalize
         self.min_keep = min_keep
         self.verbose = verbose
+        self.scores = scores
         self.wrappers = [w for w in wrappers if w.pruning_schedule is not None]
         self.global_wrappers = [w for w in self.wrappers if w.scope == "global"]
         schedules = {repr(w.pruning_schedule) for w in self.global_wrappers}
@@ -185,9 +192,22 @@ class Pruner:
             s = float(w.pruning_schedule.sparsity(step))
             if w.scope == "global":
                 global_sparsity = s
+            custom = None if self.scores is None else list(self.scores(w))
+            if custom is not None and (
+                len(custom) != len(w.prunable_weights)
+                or any(np.shape(c) != tuple(v.shape) for c, v in zip(custom, w.prunable_weights))
+            ):
+                raise ValueError(
+                    f"scores({w.name!r}) must return one array per pruned weight, with "
+                    f"shapes {[tuple(v.shape) for v in w.prunable_weights]}; got "
+                    f"{[np.shape(c) for c in custom]}."
+                )
             for vi, (var, layout) in enumerate(zip(w.prunable_weights, w.layouts)):
                 key = (wi, vi)
-                scores[key] = np.abs(keras.ops.convert_to_numpy(var))
+                if custom is None:
+                    scores[key] = np.abs(keras.ops.convert_to_numpy(var))
+                else:
+                    scores[key] = np.asarray(custom[vi])
                 gran[key] = w.granularity
                 layouts[key] = layout
                 if w.scope == "layer":

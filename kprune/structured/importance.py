@@ -251,3 +251,190 @@ def get_importance(identifier):
         f"importance must be 'l1', 'l2', 'bn_scale', a TaylorImportance(...) or a "
         f"callable group -> scores; got {identifier!r}."
     )
+
+
+# --------------------------------------------------------------------------
+# More criteria (kprune.criteria has their weight-level counterparts)
+# --------------------------------------------------------------------------
+
+
+class HessianImportance(Importance):
+    """Second-order (OBD) channel importance: `sum 0.5 * h_ii * w_i**2`.
+
+    Optimal Brain Damage (LeCun et al. 1990) summed over each channel's
+    coupled weights, as Torch-Pruning's `GroupHessianImportance`. The Hessian
+    diagonal `h_ii` of the loss comes from `kprune.criteria.hessian_diagonal`
+    (Hutchinson's estimator by default), computed once per model on `x, y`.
+
+    Args:
+        x, y: data (e.g. 256 training examples).
+        loss: a Keras loss (default: the model's compiled loss).
+        method: `"hutchinson"` (default) or `"exact"`.
+        samples: Hutchinson samples (default 8).
+        roles: weight axes included (default filters and normalisation scales).
+
+    Example:
+    >>> imp = HessianImportance(x[:256], y[:256], loss="sparse_categorical_crossentropy")
+    >>> thin = prune_channels(model, importance=imp, pruning_ratio=0.5)
+    """
+
+    def __init__(self, x, y, loss=None, method="hutchinson", samples=8, roles=("out", "gamma")):
+        self.x, self.y, self.loss = x, y, loss
+        self.method, self.samples = method, samples
+        self.roles = tuple(roles)
+        self._scores = {}
+        self._model_id = None
+
+    def _compute(self, model):
+        from kprune.criteria import obd_scores  # noqa: PLC0415
+
+        variables = list(model.trainable_weights)
+        scores = obd_scores(model, variables, self.x, self.y, self.loss,
+                            method=self.method, samples=self.samples)
+        self._scores = {id(v): s for v, s in zip(variables, scores)}
+        self._model_id = id(model)
+
+    def __call__(self, group):
+        if self._model_id != id(group.model):
+            self._compute(group.model)
+
+        def source(member):
+            s = self._scores.get(id(member.variable))
+            return np.zeros(np.shape(member.values())) if s is None else s
+
+        sums, counts = group.reduce(_per_position(lambda a: a), self.roles, source=source)
+        if not counts.any():
+            return None
+        return sums
+
+    def __repr__(self):
+        return f"HessianImportance(method={self.method!r}, samples={self.samples})"
+
+
+class FPGMImportance(Importance):
+    """Filter Pruning via Geometric Median (He et al., CVPR 2019).
+
+    Filters close to the geometric median of their layer are the most
+    replaceable by the others. The score of filter `c` is its summed distance
+    to every other filter of the same layer, `sum_k ||F_c - F_k||_p`
+    (the paper's approximation of the distance to the median), summed over
+    the group's coupled producers; the lowest scores are removed.
+
+    Args:
+        p: 2 (Euclidean, default, as the paper) or 1.
+
+    Example:
+    >>> thin = prune_channels(model, importance=FPGMImportance(), pruning_ratio=0.3)
+    """
+
+    def __init__(self, p=2):
+        if p not in (1, 2):
+            raise ValueError(f"FPGMImportance: p must be 1 or 2, got {p!r}.")
+        self.p = p
+
+    def _distances(self, a):
+        if a.ndim < 2:
+            return np.zeros(a.shape[0])  # a vector per position has no filter
+        flat = a.reshape(a.shape[0], -1).astype(np.float64)
+        if self.p == 2:
+            # ||a - b||^2 = |a|^2 + |b|^2 - 2 a.b: no (C, C, d) array.
+            sq = np.square(flat).sum(1)
+            d2 = sq[:, None] + sq[None, :] - 2.0 * flat @ flat.T
+            return np.sqrt(np.maximum(d2, 0.0)).sum(axis=1)
+        return np.array([np.abs(flat - row).sum() for row in flat])
+
+    def __call__(self, group):
+        sums, counts = group.reduce(self._distances, roles=("out",))
+        if not counts.any():
+            return None
+        return sums
+
+    def __repr__(self):
+        return f"FPGMImportance(p={self.p})"
+
+
+class LAMPImportance(Importance):
+    """LAMP scores of the channel norms (Lee et al., ICLR 2021).
+
+    The group's L`p` channel norms `s` become `s_c**2 / sum_{k: s_k >= s_c}
+    s_k**2` (`kprune.masking.lamp_scores`), which makes groups of different
+    sizes and scales comparable: use it with `global_pruning=True,
+    global_normalize=None` (`global_normalize="lamp"` with `"l2"` is the same
+    rule applied by the pruner). Within one group, LAMP orders channels as
+    their norms do.
+
+    Args:
+        p: norm of the channels (default 2, as LAMP).
+
+    Example:
+    >>> ChannelPruner(model, importance=LAMPImportance(), pruning_ratio=0.5,
+    ...               global_pruning=True, global_normalize=None)
+    """
+
+    def __init__(self, p=2):
+        self.p = p
+        self._norm = MagnitudeImportance(p=p)
+
+    def __call__(self, group):
+        from kprune.masking import lamp_scores  # noqa: PLC0415
+
+        s = self._norm(group)
+        return None if s is None else lamp_scores(s)
+
+    def __repr__(self):
+        return f"LAMPImportance(p={self.p})"
+
+
+class RandomImportance(Importance):
+    """Uniform random channel scores: the random-pruning baseline.
+
+    Args:
+        seed: seed of the generator (one draw per call).
+
+    Example:
+    >>> thin = prune_channels(model, importance=RandomImportance(seed=0))
+    """
+
+    def __init__(self, seed=None):
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, group):
+        return self._rng.random(group.size)
+
+    def __repr__(self):
+        return f"RandomImportance(seed={self.seed!r})"
+
+
+__all__ += ["HessianImportance", "FPGMImportance", "LAMPImportance", "RandomImportance"]
+
+#: Names of the appended criteria for `get_importance` (data-free ones).
+_MORE_IMPORTANCES = {"fpgm": FPGMImportance, "lamp": LAMPImportance, "random": RandomImportance}
+_get_builtin_importance = get_importance
+
+
+def get_importance(identifier):  # noqa: F811 - extends the one above
+    """Returns an importance callable from a name or a callable.
+
+    Args:
+        identifier: `"l1"`, `"l2"`, `"bn_scale"` (alias `"bn"`), `"fpgm"`,
+            `"lamp"`, `"random"`, or any callable `group -> scores`.
+            `"taylor"` and `"hessian"` need data: pass
+            `TaylorImportance(x, y, loss)` / `HessianImportance(x, y, loss)`.
+    """
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key in _MORE_IMPORTANCES:
+            return _MORE_IMPORTANCES[key]()
+        if key in ("hessian", "obd"):
+            raise ValueError(
+                "importance='hessian' needs data: pass "
+                "importance=HessianImportance(x, y, loss=...)."
+            )
+        if key not in ("l1", "l2", "bn", "bn_scale", "slimming", "taylor"):
+            raise ValueError(
+                f"importance must be 'l1', 'l2', 'bn_scale', 'fpgm', 'lamp', 'random', "
+                f"a TaylorImportance(...) / HessianImportance(...) or a callable "
+                f"group -> scores; got {identifier!r}."
+            )
+    return _get_builtin_importance(identifier)
