@@ -220,6 +220,60 @@ train(model_for_pruning, [tfmot.sparsity.keras.UpdatePruningStep()])
 """,
 }
 
+# Guide sections with no masks to compare (run by tests/test_tfmot_compat.py).
+EXTRA_SCRIPTS = {
+    # comprehensive guide: checkpoint and deserialize in prune_scope (.h5).
+    "checkpoint": """
+import tempfile
+base_model = setup_model()
+base_model.load_weights(pretrained_weights) # optional but recommended for model accuracy
+model_for_pruning = tfmot.sparsity.keras.prune_low_magnitude(base_model)
+
+_, keras_model_file = tempfile.mkstemp('.h5')
+
+# Checkpoint: saving the optimizer is necessary (include_optimizer=True is the default).
+model_for_pruning.save(keras_model_file, include_optimizer=True)
+
+# Deserialize model.
+with tfmot.sparsity.keras.prune_scope():
+  loaded_model = keras.models.load_model(keras_model_file)
+""",
+    # comprehensive guide: strip_pruning and the gzipped size.
+    "strip_gzip": """
+import tempfile
+
+def get_gzipped_model_size(model):
+  # Returns size of gzipped model, in bytes.
+  import os
+  import zipfile
+
+  _, keras_file = tempfile.mkstemp('.h5')
+  model.save(keras_file, include_optimizer=False)
+
+  _, zipped_file = tempfile.mkstemp('.zip')
+  with zipfile.ZipFile(zipped_file, 'w', compression=zipfile.ZIP_DEFLATED) as f:
+    f.write(keras_file)
+
+  return os.path.getsize(zipped_file)
+
+base_model = setup_model()
+base_model.load_weights(pretrained_weights) # optional but recommended for model accuracy
+model_for_pruning = tfmot.sparsity.keras.prune_low_magnitude(base_model)
+train(model_for_pruning, [tfmot.sparsity.keras.UpdatePruningStep()])
+
+model_for_export = tfmot.sparsity.keras.strip_pruning(model_for_pruning)
+
+print("final model")
+model_for_export.summary()
+
+print("\\n")
+size_unstripped = get_gzipped_model_size(model_for_pruning)
+size_stripped = get_gzipped_model_size(model_for_export)
+print("Size of gzipped pruned model without stripping: %.2f bytes" % (size_unstripped))
+print("Size of gzipped pruned model with stripping: %.2f bytes" % (size_stripped))
+""",
+}
+
 # The XNNPACK guide's first model: GlobalAveragePooling2D without keepdims
 # (accepted by tfmot 0.8.1, whose check does not look at keepdims at the end),
 # and a stem that does not fit (padding='same', no ZeroPadding2D): rejected.
@@ -292,5 +346,6 @@ def run_script(name, tfmot, keras, tf, np, data, side, workdir):
         model.fit(x, y, batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
 
     ns["train"] = train
-    exec(SCRIPTS[name] if name in SCRIPTS else XNNPACK_MISFIT, ns)
+    scripts = {**SCRIPTS, **EXTRA_SCRIPTS, "xnnpack_misfit": XNNPACK_MISFIT}
+    exec(scripts[name], ns)
     return ns
