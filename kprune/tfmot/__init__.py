@@ -44,8 +44,17 @@ Where kprune deliberately behaves differently from tfmot (one line each):
   `block_size` together with `sparsity_m_by_n` raises (tfmot ignores the block).
 * **block_size on Conv kernels** prunes blocks of the `[kh*kw*in, out]` view
   (tfmot raises for weights that are not 2-D).
+* **block_size when a dimension is not a multiple of the block**: each block
+  is scored by its own weights (tfmot's SAME-padded pooling scores windows
+  offset from the blocks its mask covers).
+* **Layers without weights** (Flatten, ...) are left unwrapped (tfmot wraps
+  them with no masks).
 * **pruning_policy on a single layer or a list** raises (tfmot ignores it there).
-* **A PruneLowMagnitude wrapper in a list** raises (tfmot passes it through).
+* **PruneForLatencyOnXNNPack** wraps 1x1 `Conv2D` layers with stride 1 and
+  `groups=1` only (tfmot: any 1x1 `Conv2D`); its errors name the layer and
+  the rule it breaks.
+* **A pruned wrapper in a list** raises (tfmot passes it through).
+* **Layer keyword arguments with a model** raise `TypeError` (tfmot ignores them).
 * **PruningSummaries** writes `sparsity/<layer>`, `target_sparsity/<layer>`
   and `sparsity_total` to `log_dir` at each epoch's end (tfmot: mask sparsity
   and thresholds to `log_dir/metrics` at each epoch's start, plus
