@@ -104,8 +104,9 @@ class PruningCallback(keras.callbacks.Callback):
         # each execution, so the step advances by the difference.
         if self.pruner is None:
             self._start()
-        n = batch - self._last_batch
-        self._last_batch = batch
+        # A hand-driven loop may pass batch=-1 (as tfmot's guide does): one step.
+        n = batch - self._last_batch if batch >= 0 else 1
+        self._last_batch = max(batch, self._last_batch)
         steps = (self.params or {}).get("steps")
         last = bool(steps and batch + 1 >= steps)
         if last or self.pruner.is_due(n):
@@ -211,8 +212,8 @@ class PruningSummaries(keras.callbacks.Callback):
             self.write(self.model_step())
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step += batch - self._last_batch
-        self._last_batch = batch
+        self._step += batch - self._last_batch if batch >= 0 else 1
+        self._last_batch = max(batch, self._last_batch)
         if self.update_freq != "epoch" and self._step % self.update_freq == 0:
             self.write(self._step)
 
