@@ -18,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kprune  # noqa: E402
@@ -389,3 +391,37 @@ def test_kprune_xnnpack_policy_needs_the_stem_and_the_pooling():
         kprune.prune_low_magnitude(model, pruning_policy=kprune.PruneForLatencyOnXNNPack())
     with pytest.raises(ValueError, match="whole model"):
         kprune.prune_low_magnitude(L.Conv2D(4, 1), pruning_policy=kprune.PruneForLatencyOnXNNPack())
+
+
+def test_hand_driven_begin_and_end_with_batch_minus_one_count_each_step_once():
+    model = kprune.prune_low_magnitude(
+        keras.Sequential([keras.Input((4,)), L.Dense(4)]), kprune.ConstantSparsity(0.5))
+    cb = K.UpdatePruningStep()
+    cb.set_model(model)
+    cb.on_train_begin()
+    for _ in range(3):
+        cb.on_train_batch_begin(batch=-1)
+        model(np.ones((1, 4), "float32"), training=True)
+        cb.on_train_batch_end(batch=-1)
+    cb.on_epoch_end(batch=-1)
+    assert find_wrappers(model)[0].step == 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(begin=st.integers(0, 30), length=st.integers(-1, 40), frequency=st.integers(1, 12),
+       start=st.integers(0, 80))
+def test_tfmot_style_schedule_finds_the_same_updates_as_kprune(begin, length, frequency, start):
+    end = -1 if length < 0 else begin + length
+
+    class Same(K.PruningSchedule):  # tfmot's ConstantSparsity written as a custom schedule
+        def __call__(self, step):
+            return self._should_prune_in_step(step, begin, end, frequency), 0.5
+
+        def get_config(self):
+            return {}
+
+    ours = Same()
+    # tfmot's update steps, without kprune's extra update at end_step
+    reference = [s for s in range(start, start + 200)
+                 if s >= begin and (end < 0 or s <= end) and (s - begin) % frequency == 0]
+    assert ours.next_update(start) == (reference[0] if reference else None)
