@@ -11,6 +11,7 @@ from kprune import data, masking, schedules, structured
 from kprune.at_init import init_scores, prune_at_init
 from kprune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from kprune.flops import count_flops, count_params, width_report
+from kprune.policy import PruneForLatencyOnXNNPack, PruningPolicy
 from kprune.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
 from kprune.prune import prune_low_magnitude, strip_pruning
 from kprune.pruner import Pruner, update_masks
@@ -36,9 +37,11 @@ __all__ = [
     "NM",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneForLatencyOnXNNPack",
     "PruneWrapper",
     "Pruner",
     "PruningCallback",
+    "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
     "Unstructured",

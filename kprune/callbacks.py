@@ -7,7 +7,7 @@ import numpy as np
 
 from kprune import checks
 from kprune.prune import find_wrappers
-from kprune.pruner import Pruner
+from kprune.pruner import Pruner, optimizer_iterations
 
 __all__ = ["PruningCallback", "PruningSummaries", "UpdatePruningStep"]
 
@@ -28,6 +28,14 @@ class PruningCallback(keras.callbacks.Callback):
     other callback such as `ModelCheckpoint`), so a model saved at an epoch end
     resumes the schedule at the right step when `fit` is called again with a
     new `PruningCallback`.
+
+    **Driven by hand** (tfmot's custom-loop protocol): call `set_model(model)`
+    and `on_train_begin()` once, then `on_train_batch_begin(batch)` before
+    every training step; the batch index is not read (tfmot's guide passes
+    -1). Each call after the first advances the step by one and applies the
+    masks due at it *before* the step runs, and `on_epoch_end(epoch)` stores
+    the step in the model. A loop that also calls `on_train_batch_end` after
+    each step (as `fit` does) advances there instead, never twice.
 
     Args:
         normalize: for `scope="global"` models: `None` or `"lamp"`.
@@ -56,9 +64,14 @@ class PruningCallback(keras.callbacks.Callback):
         self.verbose = verbose
         self.pruner = None
         self._last_batch = -1
+        # True between on_train_batch_begin and on_train_batch_end: a batch
+        # whose end was never reported (a hand-driven loop) is counted at the
+        # next on_train_batch_begin or on_epoch_end.
+        self._batch_open = False
 
     def on_train_begin(self, logs=None):
         self.pruner = None
+        self._batch_open = False
         wrappers = find_wrappers(self.model)
         if wrappers and not all(w.built for w in wrappers):
             # A subclassed model that was not built before fit() is built by
@@ -79,13 +92,29 @@ class PruningCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._last_batch = -1
 
+    def on_train_batch_begin(self, batch, logs=None):
+        # `fit` reports every batch's end, so this only advances the step in
+        # loops that call on_train_batch_begin alone (tfmot's custom loop).
+        if self.pruner is None:
+            wrappers = find_wrappers(self.model)
+            if wrappers and not all(w.built for w in wrappers):
+                return  # an unbuilt subclassed model starts at batch end
+            self._start()
+        elif self._batch_open:
+            if self.pruner.is_due(1):
+                self.model  # noqa: B018  (JAX state sync, as below)
+            self.pruner.step(1)
+        self._batch_open = True
+
     def on_train_batch_end(self, batch, logs=None):
+        self._batch_open = False
         # With steps_per_execution > 1, Keras reports the last batch index of
         # each execution, so the step advances by the difference.
         if self.pruner is None:
             self._start()
-        n = batch - self._last_batch
-        self._last_batch = batch
+        # A hand-driven loop may pass batch=-1 (as tfmot's guide does): one step.
+        n = batch - self._last_batch if batch >= 0 else 1
+        self._last_batch = max(batch, self._last_batch)
         steps = (self.params or {}).get("steps")
         last = bool(steps and batch + 1 >= steps)
         if last or self.pruner.is_due(n):
@@ -101,6 +130,9 @@ class PruningCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.pruner is not None:
             self.model  # noqa: B018  (JAX state sync, as above)
+            if self._batch_open:  # driven by hand: the last batch has ended
+                self._batch_open = False
+                self.pruner.step(1)
             self.pruner.sync()
 
     def on_train_end(self, logs=None):
@@ -127,6 +159,12 @@ class PruningSummaries(keras.callbacks.Callback):
     Put it after `kprune.PruningCallback` in `callbacks=[...]`, so a batch's
     mask update is written at that batch. It needs TensorFlow (`tf.summary`)
     for the event files, whatever the Keras backend.
+
+    **Driven by hand** (tfmot's custom-loop protocol: `set_model(model)`, then
+    `on_epoch_begin(epoch)` / `on_epoch_end(epoch)` around a loop, without
+    `on_train_begin`): each of these two calls writes the scalars at the
+    model's current step (the larger of the step stored in its wrappers and
+    its optimizer's `iterations`).
 
     Args:
         log_dir: directory of the event files (created if needed); point
@@ -166,9 +204,12 @@ class PruningSummaries(keras.callbacks.Callback):
         self._writer = None
         self._step = 0
         self._last_batch = -1
+        self._in_fit = False  # on_train_begin was called (fit, or by hand)
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf  # tf.summary writes the event files
+
+        self._in_fit = True
 
         if not find_wrappers(self.model):
             raise ValueError(
@@ -180,18 +221,33 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._last_batch = -1
+        if not self._in_fit:
+            self.write(self.model_step())
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step += batch - self._last_batch
-        self._last_batch = batch
+        self._step += batch - self._last_batch if batch >= 0 else 1
+        self._last_batch = max(batch, self._last_batch)
         if self.update_freq != "epoch" and self._step % self.update_freq == 0:
             self.write(self._step)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.update_freq == "epoch":
-            self.write(self._step)
+        if not self._in_fit:
+            self.write(self.model_step())
+        elif self.update_freq == "epoch":
+            # A loop that called on_train_begin but reports no batch ends
+            # still writes at the model's step.
+            self.write(self._step if self._last_batch >= 0 else max(self._step, self.model_step()))
+
+    def model_step(self):
+        """The model's current step: the larger of the step stored in its
+        wrappers and its optimizer's `iterations` (0 before training)."""
+        return max(
+            [0, optimizer_iterations(self.model)]
+            + [w.step for w in find_wrappers(self.model) if w.built]
+        )
 
     def on_train_end(self, logs=None):
+        self._in_fit = False
         if self._writer is not None:
             self._writer.close()
             self._writer = None

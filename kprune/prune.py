@@ -298,12 +298,18 @@ def prune_low_magnitude(
     ignore=None,
     verbose=0,
     in_place=False,
+    pruning_policy=None,
+    **wrapper_kwargs,
 ):
     """Wraps every prunable layer of a model for magnitude pruning during fit.
 
     Args:
-        to_prune: a Keras layer, a `keras.Sequential` or a functional model
-            (nested models are handled). The caller's object is not modified.
+        to_prune: a Keras layer, a list of Keras layers (each is wrapped; an
+            `InputLayer` is copied as is), or any built Keras model:
+            Sequential, functional (nested models are handled), subclassed,
+            KerasHub. The caller's object is not modified. A single layer can
+            also be wrapped inside
+            `keras.models.clone_model(model, clone_function=...)`.
         pruning_schedule: a `kprune.ConstantSparsity` / `kprune.PolynomialDecay`
             (default `ConstantSparsity(0.5, begin_step=0, frequency=100)`).
         granularity: `"unstructured"` (default), `kprune.Block((r, c))`,
@@ -320,9 +326,15 @@ def prune_low_magnitude(
             without `get_config`): prune the given model object itself (its
             variables get kprune's mask constraints). Default False: the
             caller's model is never modified.
+        pruning_policy: a `kprune.PruningPolicy`, e.g.
+            `kprune.PruneForLatencyOnXNNPack()`, for a model: it first checks
+            the whole model (raising `ValueError` naming the first layer that
+            does not fit) and then chooses which layers are wrapped.
+        **wrapper_kwargs: for a single layer only: `PruneWrapper` layer
+            arguments (`name=`, `input_shape=`).
 
     Returns:
-        A new layer or model. For a functional or Sequential model whose
+        A new layer (a list of layers, for a list) or model. For a functional or Sequential model whose
         prunable layers are nodes of the graph: the same graph with
         `PruneWrapper`s around them. For any other model (layers inside
         composite layers such as KerasHub's `TransformerDecoder`, subclassed
@@ -374,6 +386,23 @@ def prune_low_magnitude(
     )
     checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
 
+    is_model = isinstance(to_prune, keras.Model)
+    if wrapper_kwargs and (is_model or isinstance(to_prune, list)):
+        raise TypeError(
+            f"prune_low_magnitude got unexpected keyword argument(s) "
+            f"{sorted(wrapper_kwargs)}: layer arguments such as name= or "
+            f"input_shape= apply to a single layer only, not to a "
+            f"{'model' if is_model else 'list'}."
+        )
+    if pruning_policy is not None and not is_model:
+        raise ValueError(
+            f"pruning_policy={pruning_policy!r} checks a whole model's graph; "
+            f"pass the Sequential or functional model, not a "
+            f"{'list' if isinstance(to_prune, list) else 'single layer'}."
+        )
+    if isinstance(to_prune, list):
+        return _prune_list(to_prune, pruning_schedule, granularity, scope)
+
     if isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model):
         if overrides or ignore:
             raise ValueError(
@@ -383,18 +412,23 @@ def prune_low_magnitude(
             )
         if isinstance(to_prune, PruneWrapper):
             raise ValueError(f"Layer '{to_prune.name}' is already pruned (a PruneWrapper).")
-        wrapper = PruneWrapper(_fresh_copy(to_prune), pruning_schedule, granularity, scope)
+        wrapper_kwargs.setdefault("input_shape", getattr(to_prune, "_input_shape_arg", None))
+        wrapper = PruneWrapper(
+            _fresh_copy(to_prune), pruning_schedule, granularity, scope, **wrapper_kwargs
+        )
         if to_prune.built:
             wrapper.build_from_config(to_prune.get_build_config())
             _copy_weights(to_prune, wrapper)
         return wrapper
 
-    if _needs_pruned_model(to_prune):
+    if pruning_policy is None and _needs_pruned_model(to_prune):
         from kprune.pruned_model import prune_layer_tree  # noqa: PLC0415
 
         return prune_layer_tree(to_prune, pruning_schedule, granularity, scope,
                                 overrides, ignore, in_place, verbose)
     targets = select_layers(to_prune, overrides, ignore, "prune_low_magnitude")
+    if pruning_policy is not None:
+        targets = _apply_policy(pruning_policy, to_prune, targets)
     target_ids = {id(l) for l in targets}
     # Validate every granularity against every weight before cloning anything.
     for layer in targets:
@@ -430,6 +464,56 @@ def prune_low_magnitude(
     if verbose:
         print(summary(pruned))
     return pruned
+
+
+def _prune_list(layers, pruning_schedule, granularity, scope):
+    """`prune_low_magnitude` on a list: each layer wrapped (InputLayers copied).
+
+    Every item is checked before any is wrapped, so a bad item leaves nothing
+    half-done.
+    """
+    for i, layer in enumerate(layers):
+        if isinstance(layer, keras.Model) or not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                f"prune_low_magnitude: item {i} of the list is "
+                f"{type(layer).__name__}; a list holds Keras layers only "
+                f"(prune a model by passing it on its own)."
+            )
+        if isinstance(layer, PruneWrapper):
+            raise ValueError(
+                f"prune_low_magnitude: item {i} of the list, layer "
+                f"'{layer.name}', is already pruned (a PruneWrapper); leave it "
+                f"out of the list."
+            )
+        if not isinstance(layer, keras.layers.InputLayer) and not is_prunable(layer):
+            from kprune.wrapper import prunable_weights
+
+            prunable_weights(layer)  # raises the descriptive error
+    return [
+        _fresh_copy(layer) if isinstance(layer, keras.layers.InputLayer)
+        else prune_low_magnitude(layer, pruning_schedule, granularity, scope)
+        for layer in layers
+    ]
+
+
+def _apply_policy(policy, model, targets):
+    """The targets a `PruningPolicy` allows, after it has checked the model."""
+    from kprune.policy import PruningPolicy
+
+    if not isinstance(policy, PruningPolicy):
+        raise TypeError(
+            f"pruning_policy must be a kprune.PruningPolicy such as "
+            f"kprune.PruneForLatencyOnXNNPack(), got {policy!r}."
+        )
+    policy.ensure_model_supports_pruning(model)
+    allowed = [l for l in targets if policy.allow_pruning(l)]
+    if not allowed:
+        raise ValueError(
+            f"{type(policy).__name__} allows none of the prunable layers of "
+            f"model '{model.name}' ({[l.name for l in targets]}); there is "
+            f"nothing to prune."
+        )
+    return allowed
 
 
 def _needs_pruned_model(model):

@@ -500,7 +500,9 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
             with every other global-scope wrapper of the model).
         prune_bias: also mask the wrapped layer's `bias` (if it has one).
             Used by `kprune.prune_at_init(..., include_bias=True)`.
-        **kwargs: standard layer arguments (`name`, ...).
+        **kwargs: standard layer arguments (`name`, ...). `input_shape=`
+            (or the wrapped layer's own `input_shape=`) makes the wrapper
+            usable as the first layer of a `keras.Sequential`.
 
     Returns:
         A layer that behaves like `layer`, with masked weights.
@@ -537,7 +539,17 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
             raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
         checks.check_bool("prune_bias", prune_bias)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        # `input_shape=` of the wrapper, or of the wrapped layer
+        # (`PruneWrapper(Dense(2, input_shape=(3,)))`): a Sequential model
+        # whose first layer this is then starts with that InputLayer, as
+        # Keras does for the bare layer (Keras already warned about the
+        # argument when the layer was made, so it is not passed on again).
+        input_shape = kwargs.pop("input_shape", None)
+        if input_shape is None:
+            input_shape = getattr(layer, "_input_shape_arg", None)
         super().__init__(layer, **kwargs)
+        if input_shape is not None:
+            self._input_shape_arg = tuple(input_shape)
         self.pruning_schedule = schedules_lib.get_schedule(pruning_schedule)
         self.granularity = masking.get_granularity(granularity)
         self.scope = scope

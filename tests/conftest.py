@@ -17,6 +17,7 @@ TENSORFLOW_ONLY = {
     "test_tflite_export.py",
     "test_distributed.py",
     "test_tfmot_parity.py",
+    "test_tfmot_compat.py",
     "test_summaries.py",
     "test_custom_loop.py",
     "test_cli.py",

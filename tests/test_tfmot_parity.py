@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -172,3 +173,177 @@ def test_masks_equal_tfmot(tmp_path, case):
             assert 1 - kp.mean() == pytest.approx(0.5)
         else:
             assert 1 - kp.mean() == pytest.approx(schedule["final"], abs=1.0 / kp.size)
+
+
+# --------------------------------------------------------------------------
+# tfmot's pruning guides (tests/tfmot_guide.py), run unchanged on both sides
+# --------------------------------------------------------------------------
+
+GUIDE_STEPS = 100  # tfmot's default frequency: one update inside the run
+
+GUIDE_SIDE = textwrap.dedent(
+    """
+    import importlib, os, pickle, sys, traceback
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:  # this source runs in the tf_keras SUBPROCESS, never in the test process
+        tf_keras = importlib.import_module("tf_keras")
+        tfmot = importlib.import_module("tensorflow_model_optimization")
+    except Exception as e:  # reported to the test, which skips
+        print("IMPORT-FAILED", type(e).__name__, e)
+        sys.exit(3)
+    import numpy as np
+    import tensorflow as tf
+
+    sys.path.insert(0, sys.argv[1])
+    import tfmot_guide
+
+    try:
+        importlib.import_module("tensorboard")
+    except ImportError:
+        # tfmot's PruningSummaries is a TensorBoard callback and needs the
+        # tensorboard package for tf.summary.scalar. Logging plays no part in
+        # the masks compared here, so without it the callback does nothing.
+        class _NoSummaries(tf_keras.callbacks.Callback):
+            def __init__(self, log_dir, update_freq="epoch", **kwargs):
+                super().__init__()
+
+        tfmot.sparsity.keras.PruningSummaries = _NoSummaries
+
+    data = pickle.load(open(sys.argv[2], "rb"))
+
+    def wrapped(model):
+        # tfmot also wraps layers without weights (Flatten); kprune does not.
+        return [l for l in model.layers if getattr(l, "pruning_vars", None)]
+
+    class Side:
+        weights_suffix = ".h5"
+
+        @staticmethod
+        def set_kernels(model, kernels):
+            for layer, k in zip(wrapped(model), kernels):
+                layer.layer.kernel.assign(k)
+
+    out = {}
+    for name in sys.argv[4:]:
+        try:
+            workdir = os.path.join(os.getcwd(), name)
+            os.makedirs(workdir)
+            ns = tfmot_guide.run_script(name, tfmot, tf_keras, tf, np, data, Side, workdir)
+        except Exception:
+            out[name] = {"crash": traceback.format_exc()}
+            continue
+        if "error" in ns:
+            out[name] = {"error": ns["error"]}
+            continue
+        model = ns["model_for_pruning"]
+        out[name] = {
+            "wrapped": [i for i, l in enumerate(model.layers) if getattr(l, "pruning_vars", None)],
+            "masks": [[m.numpy() for _, m, _ in l.pruning_vars] for l in wrapped(model)],
+        }
+    pickle.dump(out, open(sys.argv[3], "wb"))
+    print("DONE", sorted(out))
+    """
+)
+
+
+class _KpruneSide:
+    weights_suffix = ".weights.h5"
+
+    @staticmethod
+    def set_kernels(model, kernels):
+        for w, k in zip(find_wrappers(model), kernels):
+            w.layer.kernel.assign(k)
+
+
+def test_guide_scripts_masks_equal_tfmot(tmp_path):
+    """Each guide script gives the same wrapped layers and the same masks with
+    tfmot (tf_keras) and with kprune.tfmot (Keras 3), on identical weights.
+
+    Documented differences that these runs are set up to see through: kprune
+    also updates at step 0 and applies an update one batch later than tfmot
+    (runs of 100 steps end with the update at step 100 on both sides), and
+    kprune keeps exact counts where tfmot keeps ties (random float weights
+    have none).
+    """
+    import pickle
+
+    import tensorflow as tf
+
+    import kprune.tfmot as kp_tfmot
+    import tfmot_guide
+
+    names = list(tfmot_guide.SCRIPTS) + ["xnnpack_misfit"]
+    data = tfmot_guide.make_data(GUIDE_STEPS, _xnnpack_shapes(kp_tfmot), [(20, 16), (16, 8)])
+    with open(tmp_path / "data.pkl", "wb") as f:
+        pickle.dump(data, f)
+    (tmp_path / "guide_side.py").write_text(GUIDE_SIDE)
+    (tmp_path / "tf").mkdir()
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "guide_side.py"), os.path.dirname(os.path.abspath(__file__)),
+         str(tmp_path / "data.pkl"), str(tmp_path / "out.pkl"), *names],
+        env=env, capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path / "tf",
+    )
+    if proc.returncode == 3 and "IMPORT-FAILED" in proc.stdout:
+        pytest.skip(f"tfmot/tf_keras not importable in a subprocess: {proc.stdout.strip()}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / "out.pkl", "rb") as f:
+        theirs = pickle.load(f)
+
+    for name in names:
+        assert "crash" not in theirs[name], theirs[name].get("crash")
+        workdir = tmp_path / f"kp_{name}"
+        workdir.mkdir()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras 3 on the guides' input_shape=
+            ns = tfmot_guide.run_script(name, kp_tfmot, keras, tf, np, data, _KpruneSide, str(workdir))
+        if name == "xnnpack_misfit":
+            assert theirs[name]["error"] and ns["error"], (theirs[name], ns["error"])
+            continue
+        model = ns["model_for_pruning"]
+        ours = [i for i, l in enumerate(model.layers) if isinstance(l, kprune.PruneWrapper)]
+        assert ours == theirs[name]["wrapped"], name
+        for w, tf_masks in zip(find_wrappers(model), theirs[name]["masks"]):
+            kp_masks = [keras.ops.convert_to_numpy(m) for m in w.masks]
+            assert len(kp_masks) == len(tf_masks), name
+            for kp, tm in zip(kp_masks, tf_masks):
+                assert 0 < tm.mean() < 1, f"{name}: tfmot did not prune {w.layer.name}"
+                if name == "block_1x16":
+                    _assert_same_block_pattern(kp.astype(bool), tm.astype(bool), (1, 16))
+                else:
+                    np.testing.assert_array_equal(
+                        kp.astype(bool), tm.astype(bool), err_msg=f"{name}: {w.layer.name}")
+
+
+def _assert_same_block_pattern(kp, tm, block):
+    """Both masks are whole (1, 16) blocks, and as many blocks are kept.
+
+    Which blocks are kept may differ (a documented difference) when a
+    dimension is not a multiple of the block, as in the guide's 20x20 kernel:
+    tfmot scores blocks with SAME-padded pooling, whose windows are offset by
+    half the padding from the blocks its mask then covers (for 20 columns
+    the windows are columns 0-9 and 10-19, the blocks 0-15 and 16-19);
+    kprune scores each block by its own weights.
+    """
+    r, c = block
+    rows, cols = kp.shape
+    edges = list(range(0, cols, c))
+    for mask in (kp, tm):
+        for i in range(rows):
+            for j in edges:
+                part = mask[i, j:j + c]
+                assert part.all() or not part.any(), "mask is not made of whole blocks"
+    kept = [sum(int(m[i, j]) for i in range(rows) for j in edges) for m in (kp, tm)]
+    assert kept[0] == kept[1] == int(np.round(rows * len(edges) * 0.5))
+
+
+def _xnnpack_shapes(kp_tfmot):
+    import tfmot_guide
+
+    ns = {"keras": keras, "tfmot": kp_tfmot}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(tfmot_guide.SCRIPTS["xnnpack"].split("fixed_dense_model.set_weights")[0], ns)
+    return [tuple(w.shape) for w in ns["fixed_dense_model"].get_weights()]
+
