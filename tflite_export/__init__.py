@@ -14,8 +14,9 @@
 The `kprune export` command (`tflite_export.cli.export_main`) drives it.
 """
 
+from tflite_export._runtime import InterpreterCrash
 from tflite_export.benchmark import BenchmarkResult, Comparison, benchmark, compare
-from tflite_export.convert import ConversionError, convert, save
+from tflite_export.convert import CalibrationError, ConversionError, convert, save
 from tflite_export.inspect import TFLiteReport, inspect
 from tflite_export.verify import TOLERANCES, tolerance, verify
 from tflite_export.xnnpack import XnnpackSparseReport, xnnpack_sparse_report
@@ -29,7 +30,9 @@ __all__ = [
     "benchmark",
     "compare",
     "xnnpack_sparse_report",
+    "CalibrationError",
     "ConversionError",
+    "InterpreterCrash",
     "TFLiteReport",
     "BenchmarkResult",
     "Comparison",

@@ -21,18 +21,12 @@ import dataclasses
 
 import numpy as np
 
-from tflite_export._source import parse_model, read_tflite, schema
+from tflite_export._source import ITEMSIZE, element_count, load_checked, schema, type_names
 from tflite_export._table import format_table
 
 # Block shapes of TFLite's sparse FullyConnected kernel, by weight dtype.
 SPARSE_FC_BLOCKS = {"float32": (1, 4), "int8": (1, 16)}
 
-_ITEMSIZE = {
-    "float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "string": 1,
-    "bool": 1, "int16": 2, "complex64": 8, "int8": 1, "float64": 8,
-    "complex128": 16, "uint64": 8, "resource": 0, "variant": 0, "uint32": 4,
-    "uint16": 2, "int4": 0.5, "bfloat16": 2, "int2": 0.25,
-}
 
 
 @dataclasses.dataclass
@@ -181,7 +175,11 @@ def inspect(tflite):
 
     Raises:
         FileNotFoundError: missing path.
-        ValueError: not a TFLite file, or a truncated/corrupt one.
+        ValueError: not a TFLite file, or a truncated/corrupt one: every
+            index (buffers, tensors, op inputs/outputs, opcodes, signatures)
+            and every sparsity array (traversal order, block map, dense
+            sizes, array segments/indices) is checked against what it points
+            to; the message names the file and what is wrong.
 
     Example:
     >>> report = tflite_export.inspect("model.tflite")
@@ -189,19 +187,19 @@ def inspect(tflite):
     >>> len(report.sparse_kernel_ops)
     3
     """
-    data = read_tflite(tflite)
-    model = parse_model(data)
+    data, where, model = load_checked(tflite)
     s = schema()
     op_names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
-    type_names = {v: k.lower() for k, v in vars(s.TensorType).items() if not k.startswith("_")}
+    dtypes = type_names()
     sg = model.subgraphs[0]
     buffers = model.buffers or []
 
     tensors = []
     for i, t in enumerate(sg.tensors or []):
-        dtype = type_names.get(t.type, str(t.type))
+        dtype = dtypes[t.type]
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
         buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
+        count = element_count(shape, where)
         stored = _buffer_bytes(buf)
         info = TensorInfo(
             index=i,
@@ -210,8 +208,7 @@ def inspect(tflite):
             dtype=dtype,
             constant=stored > 0,
             bytes=stored,
-            dense_bytes=int(np.prod(shape, dtype=np.int64) * _ITEMSIZE.get(dtype, 0))
-            if shape else int(_ITEMSIZE.get(dtype, 0)),
+            dense_bytes=int(count * ITEMSIZE.get(dtype, 0)),
         )
         if info.constant:
             values = _buffer_values(buf, dtype)
@@ -234,7 +231,7 @@ def inspect(tflite):
 
     densify_out = {}
     for o in ops:
-        if o.op == "DENSIFY" and o.inputs:
+        if o.op == "DENSIFY" and o.inputs and o.inputs[0] >= 0:
             tensors[o.inputs[0]].densified = True
             for out in o.outputs:
                 densify_out[out] = o.inputs[0]
@@ -303,6 +300,6 @@ def _describe_sparsity(info, sp, values):
         info.block = tuple(block)
     else:
         info.format = "csr"
-    total = int(np.prod(info.shape, dtype=np.int64)) if info.shape else 1
+    total = element_count(info.shape)
     if values is not None and total:
         info.zeros = 1.0 - float(np.count_nonzero(values)) / total
