@@ -156,7 +156,10 @@ def convert(
 
 
 def save(tflite, path):
-    """Writes .tflite bytes to `path` (parent folders are created).
+    """Writes .tflite bytes to `path` atomically (parent folders are created).
+
+    The bytes go to a temporary file in the same folder, which then replaces
+    `path` (`os.replace`): a failed write leaves an existing file unchanged.
 
     Args:
         tflite: the bytes returned by `convert`.
@@ -170,12 +173,9 @@ def save(tflite, path):
     """
     if not isinstance(tflite, (bytes, bytearray, memoryview)):
         raise TypeError(f"tflite must be bytes, got {type(tflite).__name__}.")
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(bytes(tflite))
-    return path
+    from tflite_export.files import atomic_write
+
+    return atomic_write(path, bytes(tflite))
 
 
 def strip_if_pruned(model):

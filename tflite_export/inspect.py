@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 
 from tflite_export._source import ITEMSIZE, element_count, load_checked, schema, type_names
-from tflite_export._table import format_table
+from tflite_export.table import format_table
 
 # Block shapes of TFLite's sparse FullyConnected kernel, by weight dtype.
 SPARSE_FC_BLOCKS = {"float32": (1, 4), "int8": (1, 16)}
@@ -244,6 +244,40 @@ def inspect(tflite):
     return TFLiteReport(
         size=len(data), tensors=tensors, ops=ops, subgraphs=len(model.subgraphs)
     )
+
+
+def tensor_values(tflite, index):
+    """Values of one dense constant tensor of the main subgraph, as numpy.
+
+    Args:
+        tflite: .tflite bytes or path.
+        index: tensor index (`TensorInfo.index`).
+
+    Returns:
+        A numpy array of the tensor's shape and dtype (a copy).
+
+    Raises:
+        ValueError: corrupt file, index out of range, or a tensor that is
+            not a dense constant (activations, sparse tensors).
+
+    Example:
+    >>> w = tensor_values("model.tflite", report.weights[0].index)
+    """
+    data, where, model = load_checked(tflite)
+    tensors = model.subgraphs[0].tensors or []
+    if not isinstance(index, (int, np.integer)) or not 0 <= index < len(tensors):
+        raise ValueError(f"{where}: tensor index {index!r} is not in 0..{len(tensors) - 1}.")
+    t = tensors[index]
+    buffers = model.buffers or []
+    buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
+    dtype = type_names()[t.type]
+    if t.sparsity is not None:
+        raise ValueError(f"{where}: tensor {index} is stored sparse, not dense.")
+    values = _buffer_values(buf, dtype)
+    if values is None:
+        raise ValueError(f"{where}: tensor {index} has no constant {dtype} data.")
+    shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+    return values.reshape(shape).copy()
 
 
 def _decode(name):

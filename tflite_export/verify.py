@@ -101,7 +101,8 @@ def _as_list(samples, names, count):
         return [np.asarray(samples[n]) for n in names]
     if isinstance(samples, (list, tuple)):
         return [np.asarray(x) for x in samples]
-    if isinstance(samples, np.ndarray) or np.isscalar(samples) or hasattr(samples, "__array__"):
+    if not isinstance(samples, (str, bytes)) and (
+            isinstance(samples, np.ndarray) or hasattr(samples, "__array__")):
         return [np.asarray(samples)]
     raise TypeError(
         "samples must be a numpy array, a list/tuple of arrays (one per input) or a "
