@@ -176,7 +176,8 @@ class Pattern:
     Attributes:
         kind: `"dense"` (no zeros), `"unstructured"`, `"block"`, `"nm"`,
             `"channels"` (whole output channels zero), `"input_channels"`
-            (whole input channels zero) or `"empty"` (all zeros / no weights).
+            (whole input channels zero), `"empty"` (all zeros / no weights),
+            or `"csr"` (a .tflite CSR tensor, whose pattern is not decoded).
         block: `(r, c)` for `"block"`, in the 2-D view
             `[prod(shape[:-1]), shape[-1]]` of the Keras layout (Dense
             `[in, out]`: `(4, 1)` is TFLite's 1x4 block), else None.
@@ -199,6 +200,8 @@ class Pattern:
             return f"channels {self.channels[0]}/{self.channels[1]}"
         if self.kind == "input_channels":
             return f"input channels {self.channels[0]}/{self.channels[1]}"
+        if self.kind == "csr":
+            return "CSR (pattern not decoded)"
         return self.kind
 
     def as_dict(self):
@@ -351,7 +354,7 @@ REPORT_SCHEMA = {
         "shape": "list[int]: in the file's own layout",
         "dtype": "str",
         "params": "int", "zeros": "int", "sparsity": "float",
-        "pattern": {"kind": "dense|unstructured|block|nm|channels|input_channels|empty",
+        "pattern": {"kind": "dense|unstructured|block|nm|channels|input_channels|empty|csr",
                     "block": "[r, c] or null", "n": "int or null", "m": "int or null",
                     "channels": "[zero, total] or null", "text": "str, as printed"},
         "flops": "int or null: FLOPs of the layer / op",
@@ -520,6 +523,7 @@ def _tflite_rows(path):
         for k, i in enumerate(o.inputs):
             if i >= 0:
                 users.setdefault(i, []).append((o, k))
+    for o in rep.ops:
         if o.op == "DENSIFY" and o.inputs and o.inputs[0] >= 0:
             for out in o.outputs:  # the dense copy is read by the real op
                 for uo, k in users.get(out, []):
@@ -531,12 +535,14 @@ def _tflite_rows(path):
         weight_of = [o for o, k in users.get(t.index, []) if k == 1 and o.op != "DENSIFY"]
         op = (weight_of or ops or [None])[0]
         values = None
-        if t.format == "dense" and len(t.shape) >= 2:
+        if t.format == "dense":
             values = _tflite_values(path, t)
         if t.format == "block":
             pattern = Pattern("block", block=t.block)
         elif t.format == "csr":
-            pattern = Pattern("unstructured")
+            pattern = Pattern("csr")
+        elif values is not None and values.ndim < 2:
+            pattern = detect_pattern(values, Layout(None, None))
         elif values is not None:
             # TFLite weights are [out, ..., in]: move out to the end (Keras layout).
             pattern = detect_pattern(np.moveaxis(values, 0, -1), Layout(-2, -1))
@@ -547,7 +553,7 @@ def _tflite_rows(path):
         count = int(np.prod(t.shape, dtype=np.int64)) if t.shape else 1
         zeros = int(round((t.zeros or 0.0) * count))
         rows.append(LayerRow(
-            layer=t.name.split(";")[0][-60:], weight=op.op if op else "",
+            layer=_short_name(t.name), weight=op.op if op else "",
             shape=tuple(t.shape), dtype=t.dtype, params=count, zeros=zeros, pattern=pattern,
             flops=op_flops.get(op.index) if op is not None and weight_of else None,
             storage=t.format, sparse_kernel=bool(t.sparse_kernel), densified=bool(t.densified),
@@ -559,6 +565,11 @@ def _tflite_rows(path):
         "summary": rep.summary(),
     }
     return rep, rows, int(sum(op_flops.values())), info
+
+
+def _short_name(name, width=40):
+    name = name.split(";")[0]
+    return name if len(name) <= width else "..." + name[-(width - 3):]
 
 
 def _tflite_values(path, info):
@@ -655,9 +666,10 @@ def _plot(report, path):
               else r.layer for r in rows]
     labels = [l if len(l) <= 28 else "..." + l[-25:] for l in labels]
     colors = {"dense": "#9e9e9e", "unstructured": "#1f77b4", "block": "#2ca02c", "nm": "#9467bd",
-              "channels": "#d62728", "input_channels": "#ff7f0e", "empty": "#000000"}
+              "channels": "#d62728", "input_channels": "#ff7f0e", "empty": "#000000",
+              "csr": "#17becf"}
     n = len(rows)
-    height = max(2.6, 0.32 * n + 1.4)
+    height = max(3.0, 0.32 * n + 1.9)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, height), sharey=True,
                                    gridspec_kw={"width_ratios": [1, 1.2]})
     y = np.arange(n)
@@ -667,16 +679,27 @@ def _plot(report, path):
         ax1.text(min(v, 100) + 1.5, yi, f"{v:.0f}%  {r.pattern}", va="center", fontsize=8)
     ax1.set_xlim(0, 145)
     ax1.set_xticks([0, 25, 50, 75, 100])
-    ax1.set_xlabel("sparsity (% zeros), colour = pattern")
+    ax1.set_xlabel("sparsity (% zeros)")
     ax1.set_yticks(y)
     ax1.set_yticklabels(labels, fontsize=8)
     ax1.invert_yaxis()
     kept = [r.params - r.zeros for r in rows]
-    ax2.barh(y, kept, color="#1f77b4", label="non-zero")
-    ax2.barh(y, [r.zeros for r in rows], left=kept, color="#d9d9d9", label="zeros")
-    ax2.set_xscale("symlog", linthresh=10)
-    ax2.set_xlabel("weights per tensor (log scale)")
+    totals = [r.params for r in rows]
+    ax2.barh(y, totals, color="#d9d9d9", label="all weights")
+    ax2.barh(y, kept, height=0.5, color="#1f77b4", label="non-zero")
+    ax2.set_xscale("log")
+    ax2.set_xlim(1, max(totals) * 30)
+    for yi, k, t in zip(y, kept, totals):
+        ax2.text(max(t, 1) * 1.15, yi, f"{k:,} / {t:,}", va="center", fontsize=8)
+    ax2.set_xlabel("weights per tensor, non-zero / all (log scale)")
     ax2.legend(loc="lower right", fontsize=8, frameon=False)
+    from matplotlib.patches import Patch
+
+    kinds = list(dict.fromkeys(r.pattern.kind for r in rows))
+    fig.legend(handles=[Patch(color=colors.get(k, "#1f77b4"), label=k) for k in kinds],
+               loc="lower left", fontsize=8, frameon=False, ncol=len(kinds),
+               title="bar colour = pattern:", title_fontsize=8, bbox_to_anchor=(0.01, 0.0),
+               alignment="left")
     for ax in (ax1, ax2):
         ax.spines[["top", "right"]].set_visible(False)
         ax.grid(axis="x", alpha=0.3)
@@ -685,7 +708,7 @@ def _plot(report, path):
     if report.flops is not None:
         title += f", {report.flops / 1e6:.2f} MFLOPs"
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.55 / height, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
