@@ -104,6 +104,8 @@ def main(argv=None):
                                threads=1, **rep)
     c64 = tflite_export.compare(dense, sparse, labels=("dense", "sparse 1x4"), batch=64,
                                 threads=1, runs=args.batch64_runs, repeats=5, warmup=2)
+    c1cpu = tflite_export.compare(dense, sparse, labels=("dense", "sparse 1x4"), batch=1,
+                                  threads=1, clock="cpu", **rep)
     c8 = tflite_export.compare(dense, int8, labels=("dense", "int8 1x16"), batch=1,
                                threads=1, **rep)
     print(f"\nlatency, median of interleaved repetitions (min-max) [{c1.a.settings}]:")
@@ -112,6 +114,11 @@ def main(argv=None):
               f"{c.a.max_ms:.3f}) | {c.b.label} {c.b.median_ms:.3f} ms ({c.b.min_ms:.3f}-"
               f"{c.b.max_ms:.3f}) | speed-up {c.speedup:.2f}x ({c.speedup_min:.2f}-"
               f"{c.speedup_max:.2f}x, {c.b.repeats} repetitions)")
+    c = c1cpu
+    print(f"  batch  1, CPU time: {c.a.label} {c.a.median_ms:.3f} ms ({c.a.min_ms:.3f}-"
+          f"{c.a.max_ms:.3f}) | {c.b.label} {c.b.median_ms:.3f} ms ({c.b.min_ms:.3f}-"
+          f"{c.b.max_ms:.3f}) | speed-up {c.speedup:.2f}x ({c.speedup_min:.2f}-"
+          f"{c.speedup_max:.2f}x)")
     if args.explore:
         explore(dense, sparse, args)
 
@@ -120,7 +127,8 @@ def main(argv=None):
     print("\ntargets:")
     print(f"  (a) sparse 1x4 vs dense, batch 1: {c1.speedup:.2f}x faster, median of "
           f"{len(c1.speedups)} interleaved repetitions (min-max {c1.speedup_min:.2f}-"
-          f"{c1.speedup_max:.2f}x) (target >= 5x) -> {verdict(c1.speedup >= 5)}")
+          f"{c1.speedup_max:.2f}x) (target >= 5x) -> {verdict(c1.speedup >= 5)}; "
+          f"CPU time {c1cpu.speedup:.2f}x ({c1cpu.speedup_min:.2f}-{c1cpu.speedup_max:.2f}x)")
     print(f"  (b) sparse float file: {len(sparse):,} / {len(dense):,} bytes = "
           f"{size_ratio:.3f}x (target <= 0.2x) -> {verdict(size_ratio <= 0.2)}")
     print(f"  (c) int8 1x16 file: {len(int8):,} / {len(dense):,} bytes = "
@@ -138,6 +146,8 @@ def explore(dense, sparse, args):
         ("2 threads", dict(threads=2, warmup=20)),
         ("4 threads", dict(threads=4, warmup=20)),
         ("XNNPACK off (builtin kernels)", dict(threads=1, warmup=20, xnnpack=False)),
+        ("CPU-time clock", dict(threads=1, warmup=20, clock="cpu")),
+        ("CPU-time clock, XNNPACK off", dict(threads=1, warmup=20, clock="cpu", xnnpack=False)),
     ]
     for name, kw in cases:
         c = tflite_export.compare(dense, sparse, batch=1, runs=args.runs, repeats=args.repeats, **kw)

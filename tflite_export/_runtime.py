@@ -238,11 +238,11 @@ class Session:
         self.models.append(model)
         return model
 
-    def time(self, models, runs, warmup, seed=0):
+    def time(self, models, runs, warmup, seed=0, clock="wall"):
         """Seconds of each `invoke()`, interleaved (ABBA), one list per model."""
         where = " and ".join(m.where for m in models)
         return _worker().request("timing", where, "time", [m.key for m in models],
-                                 int(runs), int(warmup), int(seed), "alternate")
+                                 int(runs), int(warmup), int(seed), "alternate", clock)
 
     def _call(self, model, doing, command, *args):
         try:

@@ -109,10 +109,13 @@ class _Server:
         interp.invoke()
         return [interp.get_tensor(d["index"]).copy() for d in self._outputs(interp)]
 
-    def time(self, keys, runs, warmup, seed, order):
+    def time(self, keys, runs, warmup, seed, order, clock="wall"):
         """Times `invoke()` of each interpreter, interleaved.
 
         `order`: "alternate" runs a, b, b, a, a, b, ... (ABBA).
+        `clock`: "wall" (`time.perf_counter`) or "cpu" (CPU time of this
+        process, `time.process_time`: not counting time the worker waits
+        while other processes run).
         Returns one list of seconds per key.
         """
         interps = [self.interps[k] for k in keys]
@@ -122,7 +125,7 @@ class _Server:
             for interp in interps:
                 interp.invoke()
         times = [[] for _ in interps]
-        clock = time.perf_counter
+        clock = time.process_time if clock == "cpu" else time.perf_counter
         for r in range(runs):
             idx = range(len(interps)) if r % 2 == 0 or order != "alternate" else \
                 range(len(interps) - 1, -1, -1)

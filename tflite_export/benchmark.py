@@ -13,7 +13,12 @@ Measurement protocol (what makes the figure stable):
   changes and other processes hit both equally;
 * the figure is the median over repetitions of each repetition's median,
   with the min-max over repetitions as its spread; `compare`'s speed-up is
-  the median of the per-repetition ratios.
+  the median of the per-repetition ratios;
+* `clock="wall"` (default) is what a user waits; `clock="cpu"` counts the
+  worker's CPU time only, which on a machine shared with other busy
+  processes leaves out the time the worker is preempted (a long invoke is
+  preempted more often than a short one, which inflates wall-clock ratios).
+  With `threads > 1` CPU time adds up all threads.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class BenchmarkResult:
         times_ms: every timed run, in milliseconds (repetition after
             repetition).
         repeat_ms: the per-repetition medians, in milliseconds.
+        clock: `"wall"` or `"cpu"` (see the module docstring).
     """
 
     label: str
@@ -63,12 +69,13 @@ class BenchmarkResult:
     repeats: int = 1
     warmup: int = 0
     repeat_ms: list = dataclasses.field(default_factory=list, repr=False)
+    clock: str = "wall"
 
     @property
     def settings(self):
         """The measurement settings as one line."""
         return settings_line(self.batch, self.threads, self.xnnpack, self.runs,
-                             self.repeats, self.warmup)
+                             self.repeats, self.warmup, self.clock)
 
     def __str__(self):
         return (
@@ -117,11 +124,16 @@ class Comparison:
         )
 
 
-def settings_line(batch, threads, xnnpack, runs, repeats, warmup):
-    """`batch 1, 1 thread(s), XNNPACK on, 5 x 50 runs, 10 warm-up, 16 CPUs`."""
+def settings_line(batch, threads, xnnpack, runs, repeats, warmup, clock="wall"):
+    """`batch 1, 1 thread(s), XNNPACK on, 5 x 50 runs, 10 warm-up, wall clock, 16 CPUs`."""
+    load = ""
+    try:
+        load = f", load {os.getloadavg()[0]:.1f}"
+    except (OSError, AttributeError):  # pragma: no cover - no getloadavg
+        pass
     return (
         f"batch {batch}, {threads} thread(s), XNNPACK {'on' if xnnpack else 'off'}, "
-        f"{repeats} x {runs} runs, {warmup} warm-up, {os.cpu_count()} CPUs"
+        f"{repeats} x {runs} runs, {warmup} warm-up, {clock} clock, {os.cpu_count()} CPUs{load}"
     )
 
 
@@ -132,7 +144,7 @@ def _positive(value, name, low=1):
     return int(value)
 
 
-def _result(label, reps, batch, threads, xnnpack, warmup):
+def _result(label, reps, batch, threads, xnnpack, warmup, clock="wall"):
     reps_ms = [np.asarray(t, dtype=np.float64) * 1e3 for t in reps]
     meds = [float(np.median(r)) for r in reps_ms]
     all_ms = np.concatenate(reps_ms)
@@ -151,10 +163,14 @@ def _result(label, reps, batch, threads, xnnpack, warmup):
         repeats=len(reps_ms),
         warmup=int(warmup),
         repeat_ms=meds,
+        clock=clock,
     )
 
 
-def _measure(files, names, batch, threads, xnnpack, runs, warmup, repeats, seed, verbose):
+def _measure(files, names, batch, threads, xnnpack, runs, warmup, repeats, seed, verbose,
+             clock="wall"):
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}.")
     runs = _positive(runs, "runs")
     warmup = _positive(warmup, "warmup", 0)
     repeats = _positive(repeats, "repeats")
@@ -170,7 +186,7 @@ def _measure(files, names, batch, threads, xnnpack, runs, warmup, repeats, seed,
             bar = keras.utils.Progbar(repeats, verbose=verbose)
         reps = [[] for _ in models]
         for r in range(repeats):
-            times = s.time(models, runs, warmup if r == 0 else 0, seed)
+            times = s.time(models, runs, warmup if r == 0 else 0, seed, clock)
             for i, t in enumerate(times):
                 reps[i].append(t)
             if bar:
@@ -180,7 +196,7 @@ def _measure(files, names, batch, threads, xnnpack, runs, warmup, repeats, seed,
 
 def benchmark(
     tflite, batch=1, threads=1, xnnpack=True, runs=50, warmup=10, label=None, seed=0,
-    verbose=0, repeats=5,
+    verbose=0, repeats=5, clock="wall",
 ):
     """Median latency and its spread for a .tflite file with the LiteRT interpreter.
 
@@ -199,6 +215,8 @@ def benchmark(
         verbose: 1 shows a progress bar.
         repeats: repetitions; the result is the median of the
             per-repetition medians, with their min-max.
+        clock: `"wall"` (default, elapsed time) or `"cpu"` (the worker's
+            CPU time: stable on a machine shared with busy processes).
 
     Returns:
         A `BenchmarkResult`.
@@ -212,13 +230,13 @@ def benchmark(
     """
     label = label or (os.fspath(tflite) if isinstance(tflite, (str, os.PathLike)) else "model")
     reps = _measure([tflite], ["tflite"], batch, threads, xnnpack, runs, warmup, repeats,
-                    seed, verbose)
-    return _result(label, reps[0], batch, threads, xnnpack, warmup)
+                    seed, verbose, clock)
+    return _result(label, reps[0], batch, threads, xnnpack, warmup, clock)
 
 
 def compare(
     a, b, labels=("a", "b"), batch=1, threads=1, xnnpack=True, runs=50, warmup=10, seed=0,
-    verbose=0, repeats=5,
+    verbose=0, repeats=5, clock="wall",
 ):
     """Benchmarks two .tflite files side by side, interleaved.
 
@@ -231,7 +249,7 @@ def compare(
         a: first .tflite (bytes or path), e.g. the dense export.
         b: second .tflite (bytes or path), e.g. the sparse export.
         labels: names of `a` and `b` for tables.
-        batch, threads, xnnpack, runs, warmup, seed, repeats: as in
+        batch, threads, xnnpack, runs, warmup, seed, repeats, clock: as in
             `benchmark`.
         verbose: 1 shows a progress bar.
 
@@ -250,8 +268,8 @@ def compare(
     if len(labels) != 2:
         raise ValueError(f"labels must be two names, got {labels!r}.")
     reps = _measure([a, b], ["a", "b"], batch, threads, xnnpack, runs, warmup, repeats,
-                    seed, verbose)
-    ra = _result(labels[0], reps[0], batch, threads, xnnpack, warmup)
-    rb = _result(labels[1], reps[1], batch, threads, xnnpack, warmup)
+                    seed, verbose, clock)
+    ra = _result(labels[0], reps[0], batch, threads, xnnpack, warmup, clock)
+    rb = _result(labels[1], reps[1], batch, threads, xnnpack, warmup, clock)
     ratios = [x / y if y else float("inf") for x, y in zip(ra.repeat_ms, rb.repeat_ms)]
     return Comparison(ra, rb, ratios)
