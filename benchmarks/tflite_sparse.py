@@ -5,7 +5,10 @@
 
 Latency figures are the median of `--repeats` (>= 5) interleaved
 repetitions (dense and sparse alternate a, b, b, a inside each) with the
-min-max over repetitions, after a warm-up; the settings are printed.
+min-max over repetitions, after a warm-up; the settings are printed. Target
+(a) is judged on the worker's CPU time (`clock="cpu"`), which stays stable on
+a machine shared with other busy processes; the wall-clock figure is printed
+next to it with the load average.
 `--explore` also measures what moves the 1x4 speed-up (threads, XNNPACK off,
 no warm-up, one long repetition) to show where run-to-run variation comes
 from.
@@ -125,10 +128,11 @@ def main(argv=None):
     size_ratio = len(sparse) / len(dense)
     int8_ratio = len(int8) / len(dense)
     print("\ntargets:")
-    print(f"  (a) sparse 1x4 vs dense, batch 1: {c1.speedup:.2f}x faster, median of "
-          f"{len(c1.speedups)} interleaved repetitions (min-max {c1.speedup_min:.2f}-"
-          f"{c1.speedup_max:.2f}x) (target >= 5x) -> {verdict(c1.speedup >= 5)}; "
-          f"CPU time {c1cpu.speedup:.2f}x ({c1cpu.speedup_min:.2f}-{c1cpu.speedup_max:.2f}x)")
+    print(f"  (a) sparse 1x4 vs dense, batch 1, CPU time: {c1cpu.speedup:.2f}x faster, median "
+          f"of {len(c1cpu.speedups)} interleaved repetitions (min-max {c1cpu.speedup_min:.2f}-"
+          f"{c1cpu.speedup_max:.2f}x) (target >= 5x) -> {verdict(c1cpu.speedup >= 5)}; wall "
+          f"clock {c1.speedup:.2f}x ({c1.speedup_min:.2f}-{c1.speedup_max:.2f}x) at load "
+          f"{os.getloadavg()[0]:.1f} -> {verdict(c1.speedup >= 5)}")
     print(f"  (b) sparse float file: {len(sparse):,} / {len(dense):,} bytes = "
           f"{size_ratio:.3f}x (target <= 0.2x) -> {verdict(size_ratio <= 0.2)}")
     print(f"  (c) int8 1x16 file: {len(int8):,} / {len(dense):,} bytes = "

@@ -239,10 +239,10 @@ class Session:
         return model
 
     def time(self, models, runs, warmup, seed=0, clock="wall"):
-        """Seconds of each `invoke()`, interleaved (ABBA), one list per model."""
+        """Seconds of each `invoke()`: one block per model, in the order given."""
         where = " and ".join(m.where for m in models)
         return _worker().request("timing", where, "time", [m.key for m in models],
-                                 int(runs), int(warmup), int(seed), "alternate", clock)
+                                 int(runs), int(warmup), int(seed), clock)
 
     def _call(self, model, doing, command, *args):
         try:

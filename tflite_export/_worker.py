@@ -109,31 +109,31 @@ class _Server:
         interp.invoke()
         return [interp.get_tensor(d["index"]).copy() for d in self._outputs(interp)]
 
-    def time(self, keys, runs, warmup, seed, order, clock="wall"):
-        """Times `invoke()` of each interpreter, interleaved.
+    def time(self, keys, runs, warmup, seed, clock="wall"):
+        """Times `invoke()` of each interpreter: one block of runs per model.
 
-        `order`: "alternate" runs a, b, b, a, a, b, ... (ABBA).
+        The models run one after the other, in the order given: `warmup`
+        untimed invokes, then `runs` timed ones (each model in its own
+        steady state, caches warm, as when a device runs one model).
         `clock`: "wall" (`time.perf_counter`) or "cpu" (CPU time of this
         process, `time.process_time`: not counting time the worker waits
         while other processes run).
         Returns one list of seconds per key.
         """
         interps = [self.interps[k] for k in keys]
-        for i, interp in enumerate(interps):
+        for interp in interps:
             self._set(interp, self._random(interp, seed))
-        for _ in range(warmup):
-            for interp in interps:
-                interp.invoke()
-        times = [[] for _ in interps]
         clock = time.process_time if clock == "cpu" else time.perf_counter
-        for r in range(runs):
-            idx = range(len(interps)) if r % 2 == 0 or order != "alternate" else \
-                range(len(interps) - 1, -1, -1)
-            for i in idx:
-                interp = interps[i]
+        times = []
+        for interp in interps:
+            for _ in range(warmup):
+                interp.invoke()
+            block = []
+            for _ in range(runs):
                 t = clock()
                 interp.invoke()
-                times[i].append(clock() - t)
+                block.append(clock() - t)
+            times.append(block)
         return times
 
     def free(self, keys):
