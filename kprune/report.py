@@ -529,14 +529,15 @@ def _tflite_rows(path):
                 for uo, k in users.get(out, []):
                     users.setdefault(o.inputs[0], []).append((uo, k))
     op_flops = _tflite_flops(rep)
+    from tflite_export.inspect import tensor_values
+
+    dense_values = tensor_values(path, [t.index for t in rep.weights if t.format == "dense"])
     rows = []
     for t in rep.weights:
         ops = [o for o, _ in users.get(t.index, []) if o.op != "DENSIFY"]
         weight_of = [o for o, k in users.get(t.index, []) if k == 1 and o.op != "DENSIFY"]
         op = (weight_of or ops or [None])[0]
-        values = None
-        if t.format == "dense":
-            values = _tflite_values(path, t)
+        values = dense_values.get(t.index)
         if t.format == "block":
             pattern = Pattern("block", block=t.block)
         elif t.format == "csr":
@@ -570,16 +571,6 @@ def _tflite_rows(path):
 def _short_name(name, width=40):
     name = name.split(";")[0]
     return name if len(name) <= width else "..." + name[-(width - 3):]
-
-
-def _tflite_values(path, info):
-    """Dense values of one constant tensor (a small re-read of the flatbuffer)."""
-    from tflite_export.inspect import tensor_values
-
-    try:
-        return tensor_values(path, info.index)
-    except (ValueError, TypeError):
-        return None
 
 
 def _tflite_flops(rep):

@@ -247,14 +247,16 @@ def inspect(tflite):
 
 
 def tensor_values(tflite, index):
-    """Values of one dense constant tensor of the main subgraph, as numpy.
+    """Values of dense constant tensors of the main subgraph, as numpy.
 
     Args:
         tflite: .tflite bytes or path.
-        index: tensor index (`TensorInfo.index`).
+        index: a tensor index (`TensorInfo.index`), or a list of them (the
+            file is then parsed once).
 
     Returns:
-        A numpy array of the tensor's shape and dtype (a copy).
+        A numpy array of the tensor's shape and dtype (a copy); for a list,
+        a dict `{index: array or None}` (None: not a dense constant).
 
     Raises:
         ValueError: corrupt file, index out of range, or a tensor that is
@@ -264,6 +266,18 @@ def tensor_values(tflite, index):
     >>> w = tensor_values("model.tflite", report.weights[0].index)
     """
     data, where, model = load_checked(tflite)
+    if isinstance(index, (list, tuple)):
+        out = {}
+        for i in index:
+            try:
+                out[i] = _dense_values(model, where, i)
+            except ValueError:
+                out[i] = None
+        return out
+    return _dense_values(model, where, index)
+
+
+def _dense_values(model, where, index):
     tensors = model.subgraphs[0].tensors or []
     if not isinstance(index, (int, np.integer)) or not 0 <= index < len(tensors):
         raise ValueError(f"{where}: tensor index {index!r} is not in 0..{len(tensors) - 1}.")
