@@ -48,10 +48,14 @@ def _mask(model, granularity, sparsity=0.75):
 def files():
     block = _mask(_mlp(), masking.Block((4, 1)))
     csr = _mask(_mlp(seed=1), masking.Unstructured())
+    b16 = _mask(_mlp((32, 16, 4)), masking.Block((16, 1)))
+    x = np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32)
     return {
         "block": (block, tflite_export.convert(block, "sparse")),
         "csr": (csr, tflite_export.convert(csr, "sparse")),
         "dense": (block, tflite_export.convert(block, "dense")),
+        "int8": (b16, tflite_export.convert(b16, "sparse", quantize="int8",
+                                            representative_data=x)),
     }
 
 
@@ -110,6 +114,10 @@ BREAKS = {
     "array indices": ("csr", lambda m: _set(_csr_dim(m).arrayIndices, "values",
                                             np.full_like(_csr_dim(m).arrayIndices.values,
                                                          200)), "array index out of range"),
+    "zero point": ("int8", lambda m: _set(
+        next(t for t in m.subgraphs[0].tensors if t.type == 9 and t.quantization is not None
+             and t.quantization.zeroPoint is not None).quantization, "zeroPoint",
+        np.array([1 << 20], np.int64)), "zero point out of range -128..127"),
     "missing indices": ("csr", lambda m: _set(_csr_dim(m), "arrayIndices", None),
                         "no array_segments or array_indices"),
 }

@@ -238,7 +238,7 @@ def _validate_subgraph(sg, g, buffers, codes, names, where):
         elif buf is not None:
             stored = int(getattr(buf, "size", 0) or 0)
         if t.quantization is not None:
-            _validate_quantization(t.quantization, shape, what, where)
+            _validate_quantization(t.quantization, shape, what, where, dtype)
         if t.sparsity is not None:
             values = _validate_sparsity(t.sparsity, shape, what, where)
             if stored and itemsize and stored != values * itemsize:
@@ -264,9 +264,22 @@ def _validate_subgraph(sg, g, buffers, codes, names, where):
                     raise _bad(where, f"{what} {name} {i} is not a tensor index (0..{n - 1})")
 
 
-def _validate_quantization(q, shape, what, where):
+_ZERO_POINT_RANGE = {
+    "int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int4": (-8, 7),
+    "uint16": (0, 65535), "int32": (-(1 << 31), (1 << 31) - 1),
+}
+
+
+def _validate_quantization(q, shape, what, where, dtype=None):
     scale = q.scale if q.scale is not None else []
     zero = q.zeroPoint if q.zeroPoint is not None else []
+    if len(zero) and dtype in _ZERO_POINT_RANGE:
+        low, high = _ZERO_POINT_RANGE[dtype]
+        z = np.asarray(zero, dtype=np.int64)
+        if z.min() < low or z.max() > high:
+            raise _bad(where, f"{what} ({dtype}) has a zero point out of range {low}..{high}")
+    if len(scale) and not np.all(np.isfinite(np.asarray(scale, dtype=np.float64))):
+        raise _bad(where, f"{what} has a non-finite quantization scale")
     if len(scale) > 1 or len(zero) > 1:
         dim = int(q.quantizedDimension or 0)
         if not 0 <= dim < len(shape):
