@@ -177,7 +177,7 @@ class Pattern:
         kind: `"dense"` (no zeros), `"unstructured"`, `"block"`, `"nm"`,
             `"channels"` (whole output channels zero), `"input_channels"`
             (whole input channels zero), `"empty"` (all zeros / no weights),
-            or `"csr"` (a .tflite CSR tensor, whose pattern is not decoded).
+            or `"csr"` (a .tflite CSR tensor that could not be decoded).
         block: `(r, c)` for `"block"`, in the 2-D view
             `[prod(shape[:-1]), shape[-1]]` of the Keras layout (Dense
             `[in, out]`: `(4, 1)` is TFLite's 1x4 block), else None.
@@ -201,7 +201,7 @@ class Pattern:
         if self.kind == "input_channels":
             return f"input channels {self.channels[0]}/{self.channels[1]}"
         if self.kind == "csr":
-            return "CSR (pattern not decoded)"
+            return "CSR (not decoded)"
         return self.kind
 
     def as_dict(self):
@@ -531,7 +531,7 @@ def _tflite_rows(path):
     op_flops = _tflite_flops(rep)
     from tflite_export.inspect import tensor_values
 
-    dense_values = tensor_values(path, [t.index for t in rep.weights if t.format == "dense"])
+    dense_values = tensor_values(path, [t.index for t in rep.weights if t.format != "block"])
     rows = []
     for t in rep.weights:
         ops = [o for o, _ in users.get(t.index, []) if o.op != "DENSIFY"]
@@ -540,13 +540,15 @@ def _tflite_rows(path):
         values = dense_values.get(t.index)
         if t.format == "block":
             pattern = Pattern("block", block=t.block)
-        elif t.format == "csr":
+        elif values is None and t.format == "csr":
             pattern = Pattern("csr")
         elif values is not None and values.ndim < 2:
             pattern = detect_pattern(values, Layout(None, None))
         elif values is not None:
             # TFLite weights are [out, ..., in]: move out to the end (Keras layout).
             pattern = detect_pattern(np.moveaxis(values, 0, -1), Layout(-2, -1))
+            if pattern.kind == "block":  # back to TFLite's [out, in] orientation
+                pattern = Pattern("block", block=pattern.block[::-1])
         elif t.zeros:
             pattern = Pattern("unstructured")
         else:

@@ -171,6 +171,7 @@ def test_tflite_reports(report_files):
     assert block.flops == 2 * (32 * 32 + 32 * 16 + 16 * 4)
     csr = model_report(report_files["csr.tflite"])
     assert len(csr.tflite["densified_tensors"]) == 3
+    assert all(str(r.pattern) == "unstructured" for r in csr.rows if r.storage == "csr")
     assert all(r.densified for r in csr.rows if r.storage == "csr")
     int8 = model_report(report_files["int8.tflite"])
     kernels = [r for r in int8.rows if r.storage == "block"]

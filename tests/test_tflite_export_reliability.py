@@ -348,3 +348,17 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
 def test_input_file_error_is_a_value_error():
     assert issubclass(InputFileError, ValueError)
     assert issubclass(tflite_export.CalibrationError, ValueError)
+
+
+def test_densify_expands_csr_and_block_tensors_exactly(files):
+    from tflite_export.inspect import tensor_values
+
+    for which in ("block", "csr"):
+        model, data = files[which]
+        report = tflite_export.inspect(data)
+        values = tensor_values(data, [t.index for t in report.sparse_tensors])
+        kernels = [layer.kernel.numpy().T for layer in model.layers
+                   if isinstance(layer, keras.layers.Dense)]
+        assert len(values) == len(kernels) == 2
+        for got, want in zip(values.values(), kernels):
+            np.testing.assert_array_equal(got, want)

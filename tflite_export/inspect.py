@@ -247,7 +247,7 @@ def inspect(tflite):
 
 
 def tensor_values(tflite, index):
-    """Values of dense constant tensors of the main subgraph, as numpy.
+    """Values of constant tensors of the main subgraph, as dense numpy arrays.
 
     Args:
         tflite: .tflite bytes or path.
@@ -258,9 +258,11 @@ def tensor_values(tflite, index):
         A numpy array of the tensor's shape and dtype (a copy); for a list,
         a dict `{index: array or None}` (None: not a dense constant).
 
+    Sparse (CSR or block) tensors are expanded with `densify`.
+
     Raises:
         ValueError: corrupt file, index out of range, or a tensor that is
-            not a dense constant (activations, sparse tensors).
+            not a constant (activations).
 
     Example:
     >>> w = tensor_values("model.tflite", report.weights[0].index)
@@ -285,13 +287,65 @@ def _dense_values(model, where, index):
     buffers = model.buffers or []
     buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
     dtype = type_names()[t.type]
-    if t.sparsity is not None:
-        raise ValueError(f"{where}: tensor {index} is stored sparse, not dense.")
     values = _buffer_values(buf, dtype)
     if values is None:
         raise ValueError(f"{where}: tensor {index} has no constant {dtype} data.")
     shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+    if t.sparsity is not None:
+        return densify(values, shape, t.sparsity)
     return values.reshape(shape).copy()
+
+
+def densify(values, shape, sparsity):
+    """Expands TFLite sparse storage (CSR or block) to a dense array.
+
+    Follows the TFLite sparsity format: `traversal_order` lists the
+    dimensions (the tensor's, then the block dimensions of `block_map`) from
+    outer to inner; a DENSE dimension visits every index, a SPARSE_CSR one
+    the `array_indices` of its `array_segments`; `values` are the stored
+    elements in that order. The parameters must already be validated
+    (`parse_model` does it).
+
+    Args:
+        values: the stored values (1-D numpy array).
+        shape: the dense shape.
+        sparsity: the schema's `SparsityParametersT`.
+
+    Returns:
+        A numpy array of `shape` (zeros where nothing is stored).
+    """
+    rank = len(shape)
+    order = [int(v) for v in sparsity.traversalOrder]
+    block_map = [int(v) for v in (sparsity.blockMap if sparsity.blockMap is not None else [])]
+    dims = list(sparsity.dimMetadata)
+    blocks = {b: int(dims[rank + k].denseSize) for k, b in enumerate(block_map)}
+    coords = np.zeros((1, rank + len(block_map)), dtype=np.int64)
+    pos = np.zeros(1, dtype=np.int64)  # position of each partial path at its level
+    for level, d in enumerate(dims):
+        axis = order[level]
+        if int(d.format) == 0:
+            size = int(d.denseSize)
+            j = np.tile(np.arange(size, dtype=np.int64), len(pos))
+            coords = np.repeat(coords, size, axis=0)
+            pos = np.repeat(pos, size) * size + j
+        else:
+            seg = np.asarray(d.arraySegments.values).astype(np.int64)
+            idx = np.asarray(d.arrayIndices.values).astype(np.int64)
+            counts = seg[pos + 1] - seg[pos]
+            starts = np.repeat(seg[pos], counts)
+            offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(
+                np.cumsum(counts) - counts, counts)
+            pos = starts + offsets
+            j = idx[pos]
+            coords = np.repeat(coords, counts, axis=0)
+        coords[:, axis] = j
+    full = coords[:, :rank].copy()
+    for k, b in enumerate(block_map):
+        full[:, b] = full[:, b] * blocks[b] + coords[:, rank + k]
+    out = np.zeros(shape, dtype=values.dtype)
+    if len(full):
+        out[tuple(full.T)] = values[: len(full)]
+    return out
 
 
 def _decode(name):
