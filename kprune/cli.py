@@ -57,6 +57,9 @@ def _report(args):
         print(f"kprune report: error: {(text[0] if text else type(e).__name__)[:400]}",
               file=sys.stderr)
         return 2
+    except Exception as e:  # a bug: still one line, no traceback
+        print(f"kprune report: error: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report.as_json(), indent=1))
     else:

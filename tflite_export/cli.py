@@ -107,6 +107,8 @@ def export_main(argv=None):
         return _fail(_one_line(e), 2 if isinstance(e, CalibrationError) else 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except Exception as e:  # a bug: still one line, no traceback
+        return _fail(f"{type(e).__name__}: {_one_line(e)}", 1)
 
 
 def _fail(message, code):
