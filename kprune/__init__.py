@@ -7,6 +7,10 @@ GraSP, SynFlow), with one mask engine (`kprune.masking`) shared by every
 pruning method.
 """
 
+from tflite_export.quiet import quiet_import as _quiet_import
+
+_quiet_import()  # TensorFlow's C++ start-up lines off stderr (KPRUNE_VERBOSE=1 keeps them)
+
 from kprune import data, masking, schedules, structured
 from kprune.at_init import init_scores, prune_at_init
 from kprune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep

@@ -58,3 +58,170 @@ def test_weights_of_multi_weight_layers_are_named_by_their_path():
         ("bi", "backward_lstm/lstm_cell/kernel"), ("bi", "backward_lstm/lstm_cell/recurrent_kernel"),
         ("d", "kernel"),
     ]
+
+
+# ---------------------------------------------------------------- detect_pattern / kprune report
+
+import json  # noqa: E402
+import os  # noqa: E402
+import zipfile  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import tflite_export  # noqa: E402
+from kprune import masking  # noqa: E402
+from kprune.cli import main  # noqa: E402
+from kprune.report import REPORT_SCHEMA, detect_pattern, model_report  # noqa: E402
+
+
+def _masked(shape, granularity, sparsity=0.5, layout=masking.DENSE_LAYOUT, seed=0):
+    scores = np.random.default_rng(seed).random(shape) + 0.1
+    return scores * masking.compute_mask(scores, sparsity, granularity, layout)
+
+
+def test_detect_pattern_names_each_granularity():
+    conv = masking.Layout(-2, -1)
+    assert str(detect_pattern(np.ones((8, 4)))) == "dense"
+    assert str(detect_pattern(np.zeros((8, 4)))) == "empty"
+    assert str(detect_pattern(_masked((64, 32), masking.Unstructured()))) == "unstructured"
+    assert str(detect_pattern(_masked((64, 32), masking.Block((4, 1))))) == "block 4x1"
+    assert str(detect_pattern(_masked((64, 32), masking.Block((16, 1)), 0.9))) == "block 16x1"
+    assert str(detect_pattern(_masked((64, 32), masking.Block((2, 2))))) == "block 2x2"
+    assert str(detect_pattern(_masked((64, 32), masking.NM(2, 4)))) == "2:4"
+    assert str(detect_pattern(_masked((3, 3, 8, 16), masking.Channel(), 0.25, conv), conv)) == \
+        "channels 4/16"
+    rows = np.ones((8, 4))
+    rows[[1, 5]] = 0
+    assert str(detect_pattern(rows)) == "input channels 2/8"
+    assert detect_pattern(_masked((64, 32), masking.NM(2, 4))).as_dict() == {
+        "kind": "nm", "block": None, "n": 2, "m": 4, "channels": None, "text": "2:4"}
+    with pytest.raises(TypeError, match="Layout"):
+        detect_pattern(np.ones((4, 4)), layout=(0, 1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([1, 2, 4, 8]), st.sampled_from([1, 2, 4]), st.integers(0, 1000))
+def test_block_masks_are_detected_as_their_block(r, c, seed):
+    if r * c < 2:
+        return
+    w = _masked((8 * r * 4, 8 * c * 2), masking.Block((r, c)), 0.5, seed=seed)
+    p = detect_pattern(w)
+    assert p.kind == "block" and p.block[0] % r == 0 and p.block[1] % c == 0
+
+
+def _mlp(inputs=32):
+    return keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(32, name="fc1"),
+                             keras.layers.Dense(16, name="fc2"), keras.layers.Dense(4, name="out")])
+
+
+def _strip(model, granularity, sparsity=0.75):
+    pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(sparsity),
+                                        granularity=granularity)
+    kprune.Pruner(pruned).start()
+    return kprune.strip_pruning(pruned)
+
+
+@pytest.fixture(scope="module")
+def report_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    keras.utils.set_random_seed(0)
+    out = {}
+    dense = _mlp()
+    block = _strip(_mlp(), kprune.Block((4, 1)))
+    csr = _strip(_mlp(), kprune.Unstructured())
+    b16 = _strip(_mlp(), kprune.Block((16, 1)), 0.5)
+    cnn = small_cnn()
+    thin = kprune.structured.ChannelPruner(cnn, pruning_ratio=0.5).prune()
+    for name, model in (("dense", dense), ("block", block), ("thin", thin), ("cnn", cnn)):
+        out[name + ".keras"] = str(d / f"{name}.keras")
+        model.save(out[name + ".keras"])
+    x = np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32)
+    for name, data in (
+        ("dense", tflite_export.convert(dense, "dense")),
+        ("block", tflite_export.convert(block, "sparse")),
+        ("csr", tflite_export.convert(csr, "sparse")),
+        ("int8", tflite_export.convert(b16, "sparse", quantize="int8", representative_data=x)),
+    ):
+        out[name + ".tflite"] = tflite_export.save(data, d / f"{name}.tflite")
+    out["dir"] = d
+    return out
+
+
+def test_keras_reports(report_files):
+    r = model_report(report_files["block.keras"])
+    assert r.format == "keras" and [row.layer for row in r.rows] == ["fc1", "fc2", "out"]
+    assert all(str(row.pattern) == "block 4x1" for row in r.rows)
+    assert r.sparsity == pytest.approx(0.75, abs=0.01)
+    assert r.flops == 2 * (32 * 32 + 32 * 16 + 16 * 4) and r.rows[0].flops == 2 * 32 * 32
+    assert all(str(row.pattern) == "dense" for row in model_report(report_files["dense.keras"]).rows)
+    thin, full = model_report(report_files["thin.keras"]), model_report(report_files["cnn.keras"])
+    assert thin.params < full.params and thin.flops < full.flops
+    assert all(row.pattern.kind == "dense" for row in thin.rows)
+    text = str(r)
+    assert text.splitlines()[1].split()[:3] == ["layer", "weight", "shape"]
+    assert "block 4x1" in text and text.splitlines()[-1].startswith("total")
+
+
+def test_tflite_reports(report_files):
+    block = model_report(report_files["block.tflite"])
+    fcs = [row for row in block.rows if row.weight == "FULLY_CONNECTED" and len(row.shape) == 2]
+    assert len(fcs) == 3 and all(str(r.pattern) == "block 1x4" and r.sparse_kernel for r in fcs)
+    assert block.tflite["sparse_kernel_ops"] and not block.tflite["densified_tensors"]
+    assert block.flops == 2 * (32 * 32 + 32 * 16 + 16 * 4)
+    csr = model_report(report_files["csr.tflite"])
+    assert len(csr.tflite["densified_tensors"]) == 3
+    assert all(str(r.pattern) == "unstructured" for r in csr.rows if r.storage == "csr")
+    assert all(r.densified for r in csr.rows if r.storage == "csr")
+    int8 = model_report(report_files["int8.tflite"])
+    kernels = [r for r in int8.rows if r.storage == "block"]
+    assert kernels and all(str(r.pattern) == "block 1x16" and r.dtype == "int8" for r in kernels)
+    dense = model_report(report_files["dense.tflite"])
+    assert not dense.tflite["sparse_kernel_ops"] and "sparse FC kernel" not in str(dense)
+    assert "DENSIFY" in str(csr) and "sparse FC kernel" in str(block)
+
+
+def test_json_follows_the_schema(report_files, capsys):
+    for name in ("block.keras", "csr.tflite"):
+        assert main(["report", report_files[name], "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert set(doc) == set(REPORT_SCHEMA) and doc["schema"] == "kprune.report/1"
+        assert set(doc["layers"][0]) == set(REPORT_SCHEMA["layers"][0])
+        assert set(doc["layers"][0]["pattern"]) == set(REPORT_SCHEMA["layers"][0]["pattern"])
+        assert (doc["tflite"] is None) == name.endswith(".keras")
+
+
+def test_plot_writes_a_small_png(report_files, capsys):
+    png = os.path.join(report_files["dir"], "r.png")
+    assert main(["report", report_files["block.tflite"], "--plot", png]) == 0
+    data = open(png, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 100_000
+    assert f"plot: {png}" in capsys.readouterr().out
+
+
+def test_report_errors_exit_2_with_one_line(report_files, capsys, tmp_path):
+    d = tmp_path
+    (d / "corrupt.tflite").write_bytes(open(report_files["block.tflite"], "rb").read()[:300])
+    (d / "empty.keras").write_bytes(b"")
+    inp = keras.Input((4,))
+    lam = keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(inp))
+    lam.save(d / "hostile.keras")
+    with zipfile.ZipFile(d / "junk_config.keras", "w") as z:
+        z.writestr("config.json", "{not json")
+    (d / "notes.txt").write_text("hi")
+    hostile_before = (d / "hostile.keras").read_bytes()
+    cases = [
+        ([str(d / "missing.keras")], "no such model file"),
+        ([str(d / "corrupt.tflite")], "truncated or corrupt"),
+        ([str(d / "empty.keras")], "is empty"),
+        ([str(d / "hostile.keras")], "safe_mode"),
+        ([str(d / "junk_config.keras")], "cannot load"),
+        ([str(d / "notes.txt")], "expected a .keras"),
+        ([report_files["block.tflite"], "--plot", str(d / "x.jpg")], "expected a .png"),
+        ([report_files["block.tflite"], "--plot", report_files["block.tflite"]], "expected a .png"),
+    ]
+    for argv, words in cases:
+        assert main(["report"] + argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, (argv, err)
+    assert (d / "hostile.keras").read_bytes() == hostile_before

@@ -342,7 +342,7 @@ def test_cli_int8_with_calibration(tmp_path, keras_file, capsys):
         (["{tmp}/missing.keras"], 2, "no such model file"),
         (["{model}", "--quantize", "int8", "--calibration", "{tmp}/none.npz"], 2, "no such file"),
         (["{model}", "--sparse", "--quantize", "float16", "-o", "{tmp}/x.tflite"], 1, "NaN"),
-        (["{tmp}/junk.keras", "-o", "{tmp}/x.tflite"], 1, "cannot load"),
+        (["{tmp}/junk.keras", "-o", "{tmp}/x.tflite"], 2, "not a zip archive"),
     ],
 )
 def test_cli_errors_one_line(tmp_path, keras_file, capsys, argv, code, message):

@@ -3,19 +3,28 @@
 * `convert(model, sparsity, quantize, representative_data)` -> .tflite bytes;
   `save(tflite, path)` writes them.
 * `inspect(tflite)`: per-op and per-tensor report (dense / CSR / block,
-  which FullyConnected ops take the sparse kernel, what goes through DENSIFY).
+  which FullyConnected ops take the sparse kernel, what goes through DENSIFY),
+  after checking every index and sparse array of the file.
 * `verify(keras_model, tflite)`: max abs diff against Keras
-  (`tolerance(quantize)` gives the accepted value).
-* `benchmark(tflite)` and `compare(a, b)`: median/p90 latency with the LiteRT
-  interpreter, two files interleaved side by side.
+  (`tolerance(quantize)` gives the accepted value); multi-input samples as
+  a list or dict.
+* `benchmark(tflite)` and `compare(a, b)`: median latency of interleaved
+  repetitions with its min-max, with the LiteRT interpreter.
+
+LiteRT never runs in the caller's process: files are validated, then run in
+a worker process, so a native crash raises `InterpreterCrash` naming the file.
+`tflite_export.files` (checked inputs, atomic outputs), `tflite_export.quiet`
+(TensorFlow start-up without log noise) and `tflite_export.table` (the text
+table printer) serve the command line.
 * `xnnpack_sparse_report(keras_model)`: XNNPACK sparse-inference conditions,
   layer by layer.
 
 The `kprune export` command (`tflite_export.cli.export_main`) drives it.
 """
 
+from tflite_export._runtime import InterpreterCrash
 from tflite_export.benchmark import BenchmarkResult, Comparison, benchmark, compare
-from tflite_export.convert import ConversionError, convert, save
+from tflite_export.convert import CalibrationError, ConversionError, convert, save
 from tflite_export.inspect import TFLiteReport, inspect
 from tflite_export.verify import TOLERANCES, tolerance, verify
 from tflite_export.xnnpack import XnnpackSparseReport, xnnpack_sparse_report
@@ -29,7 +38,9 @@ __all__ = [
     "benchmark",
     "compare",
     "xnnpack_sparse_report",
+    "CalibrationError",
     "ConversionError",
+    "InterpreterCrash",
     "TFLiteReport",
     "BenchmarkResult",
     "Comparison",

@@ -1,110 +1,284 @@
-"""Building LiteRT interpreters (ai-edge-litert) and feeding them inputs."""
+"""Running .tflite files with LiteRT (ai-edge-litert), in a child process.
+
+Every file is validated with `tflite_export.inspect`'s checks first
+(`load_checked`), then handed to a worker process
+(`tflite_export._worker`) that builds the interpreters. A native crash of
+LiteRT (SIGSEGV, SIGABRT, out of memory) kills the worker, never the
+caller: it surfaces as `InterpreterCrash` naming the file, and the next call
+starts a fresh worker.
+
+One worker is shared by all calls of a process (started on first use, about
+0.1-0.3 s; each request then costs a pipe round trip, ~0.1 ms). Timing is
+measured inside the worker, so the pipe is not part of any latency.
+"""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import itertools
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+
 import numpy as np
 
-from tflite_export._source import parse_model, read_tflite
+from tflite_export._source import load_checked
+
+#: Seconds to wait for the worker to start, and for one request by default.
+START_TIMEOUT = 120.0
+REQUEST_TIMEOUT = 1800.0
 
 
-def make_interpreter(tflite, threads=1, xnnpack=True, name="tflite"):
-    """Returns an allocated `ai_edge_litert.interpreter.Interpreter`.
+class InterpreterCrash(RuntimeError):
+    """LiteRT died (a native crash) or hung while handling a .tflite file.
 
-    Args:
-        tflite: .tflite bytes or path.
-        threads: number of CPU threads (positive int).
-        xnnpack: True runs with the default XNNPACK delegate (what phones
-            run); False uses TFLite's builtin kernels only.
-        name: parameter name for error messages.
+    Attributes:
+        where: the file (path or "name (bytes)").
+        signal: the signal name that killed the worker (e.g. `"SIGSEGV"`),
+            `"timeout"`, or the exit status as text.
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    if not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}.")
-    data = read_tflite(tflite, name)
-    parse_model(data, name)  # clear errors for truncated/corrupt files
-    resolver = (
-        OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
-    try:
-        interp = Interpreter(
-            model_content=data,
-            num_threads=int(threads),
-            experimental_op_resolver_type=resolver,
+    def __init__(self, message, where="", signal=""):
+        super().__init__(message)
+        self.where = where
+        self.signal = signal
+
+
+class _Worker:
+    def __init__(self):
+        from tflite_export import _worker
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(_worker.__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        inherit = os.environ.get("TFLITE_EXPORT_WORKER_STDERR") == "inherit"
+        self.log = None if inherit else tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tflite_export._worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=None if inherit else self.log, env=env, cwd=root, close_fds=True,
         )
-        interp.allocate_tensors()
-    except (RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        where = "with XNNPACK" if xnnpack else "without XNNPACK"
-        raise ValueError(f"LiteRT cannot load {name} {where}: {first}") from None
-    return interp
+        self.keys = itertools.count()
+        self.dead = False
+        self._reply("starting the LiteRT worker", "", START_TIMEOUT)
+
+    def request(self, doing, where, command, *args, timeout=REQUEST_TIMEOUT):
+        from tflite_export._worker import send
+
+        if self.log is not None:
+            self.log.seek(0)
+            self.log.truncate()
+        try:
+            send(self.proc.stdin.fileno(), (command,) + args)
+        except (BrokenPipeError, OSError):
+            self._died(doing, where)
+        return self._reply(doing, where, timeout)
+
+    def _reply(self, doing, where, timeout):
+        from tflite_export._worker import recv
+
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            self.kill()
+            raise InterpreterCrash(
+                f"LiteRT did not answer within {timeout:.0f} s while {doing} {where}; "
+                "the worker process was stopped.", where, "timeout",
+            )
+        try:
+            reply = recv(fd)
+        except (EOFError, OSError):
+            self._died(doing, where)
+        if reply[0] == "ok":
+            return reply[1]
+        kind, message = reply[1], reply[2]
+        exc = {"MemoryError": MemoryError, "TypeError": TypeError}.get(kind, ValueError)
+        raise exc(message)
+
+    def _died(self, doing, where):
+        self.dead = True
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.proc.returncode
+        if code is not None and code < 0:
+            try:
+                how = signal.Signals(-code).name
+            except ValueError:
+                how = f"signal {-code}"
+        else:
+            how = f"exit status {code}"
+        tail = self._log_tail()
+        raise InterpreterCrash(
+            f"LiteRT crashed ({how}) while {doing} {where}: the file is corrupt or "
+            f"uses something this LiteRT build cannot run{'; last output: ' + tail if tail else ''}.",
+            where, how,
+        ) from None
+
+    def _log_tail(self):
+        if self.log is None:
+            return ""
+        try:
+            self.log.seek(0)
+            lines = [l for l in self.log.read().decode("utf-8", "replace").splitlines()
+                     if l.strip() and not l.startswith("INFO: Created TensorFlow Lite")]
+        except (OSError, ValueError):
+            return ""
+        return lines[-1].strip()[:300] if lines else ""
+
+    def kill(self):
+        self.dead = True
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=10)
+        for f in (self.proc.stdin, self.proc.stdout, self.log):
+            with contextlib.suppress(Exception):
+                f.close()
+
+    def close(self):
+        if not self.dead and self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.request("closing", "", "exit", timeout=5)
+        self.kill()
 
 
-def set_batch(interp, batch):
-    """Resizes every input's first axis to `batch` and re-allocates."""
-    if not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch must be a positive integer, got {batch!r}.")
-    changed = False
-    for d in interp.get_input_details():
-        shape = list(d["shape"])
-        if shape and shape[0] != batch:
-            shape[0] = int(batch)
-            interp.resize_tensor_input(d["index"], shape, strict=False)
-            changed = True
-    if changed:
-        interp.allocate_tensors()
+_LOCK = threading.RLock()
+_WORKER = None
 
 
-def random_inputs(interp, batch, seed=0):
-    """Random inputs for every interpreter input, batch `batch`."""
+def _worker():
+    global _WORKER
+    if _WORKER is None or _WORKER.dead or _WORKER.proc.poll() is not None:
+        if _WORKER is not None:
+            _WORKER.kill()
+        _WORKER = _Worker()
+    return _WORKER
+
+
+def shutdown_worker():
+    """Stops the shared LiteRT worker process (a later call starts a new one)."""
+    global _WORKER
+    with _LOCK:
+        if _WORKER is not None:
+            _WORKER.close()
+            _WORKER = None
+
+
+atexit.register(shutdown_worker)
+
+
+class Model:
+    """A .tflite file loaded in the worker.
+
+    Attributes:
+        where: how messages name the file.
+        inputs: list of `(shape, dtype, name)` of the model inputs.
+        outputs: list of `(shape, dtype, name)`, in Keras output order.
+    """
+
+    def __init__(self, session, key, where, details):
+        self.session = session
+        self.key = key
+        self.where = where
+        self._set(details)
+
+    def _set(self, details):
+        self.inputs = [(tuple(s), np.dtype(d), n) for s, d, n in details["inputs"]]
+        self.outputs = [(tuple(s), np.dtype(d), n) for s, d, n in details["outputs"]]
+
+    def set_batch(self, batch):
+        """Resizes every input's first axis to `batch` (positive int)."""
+        if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}.")
+        self._set(self.session._call(self, f"resizing to batch {batch}", "resize", int(batch)))
+
+    def run(self, inputs):
+        """Runs on a list of arrays (one per input); returns the outputs."""
+        if len(inputs) != len(self.inputs):
+            raise ValueError(
+                f"{self.where} has {len(self.inputs)} inputs, got {len(inputs)} arrays."
+            )
+        arrays = [np.ascontiguousarray(x, dtype=d) for x, (_, d, _) in zip(inputs, self.inputs)]
+        return self.session._call(self, "running", "run", arrays)
+
+
+class Session:
+    """Interpreters in the shared worker for the length of one call."""
+
+    def __init__(self):
+        self.models = []
+
+    def load(self, tflite, name="tflite", threads=1, xnnpack=True):
+        """Validates `tflite` and builds its interpreter in the worker.
+
+        Raises:
+            FileNotFoundError, TypeError, ValueError: unreadable or corrupt
+                file, or one LiteRT refuses; the message names the file.
+            InterpreterCrash: LiteRT crashed on it.
+        """
+        if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}.")
+        data, where, _ = load_checked(tflite, name)
+        key = next(_worker().keys)
+        how = "with XNNPACK" if xnnpack else "without XNNPACK"
+        try:
+            details = _worker().request(f"loading ({how})", where, "load", key, data,
+                                        int(threads), bool(xnnpack))
+        except ValueError as e:
+            raise ValueError(f"LiteRT cannot load {where} {how}: {e}") from None
+        model = Model(self, key, where, details)
+        self.models.append(model)
+        return model
+
+    def time(self, models, runs, warmup, seed=0, clock="wall"):
+        """Seconds of each `invoke()`: one block per model, in the order given."""
+        where = " and ".join(m.where for m in models)
+        return _worker().request("timing", where, "time", [m.key for m in models],
+                                 int(runs), int(warmup), int(seed), clock)
+
+    def _call(self, model, doing, command, *args):
+        try:
+            return _worker().request(doing, model.where, command, model.key, *args)
+        except ValueError as e:
+            raise ValueError(f"LiteRT failed {doing} {model.where}: {e}") from None
+
+    def close(self):
+        if _WORKER is not None and not _WORKER.dead and self.models:
+            with contextlib.suppress(Exception):
+                _WORKER.request("freeing", "", "free", [m.key for m in self.models])
+        self.models = []
+
+
+@contextlib.contextmanager
+def session():
+    """`with session() as s: m = s.load(path); m.run([x])` (one call at a time)."""
+    with _LOCK:
+        s = Session()
+        try:
+            yield s
+        finally:
+            s.close()
+
+
+def random_inputs(model, batch, seed=0):
+    """Random inputs for every input of a loaded `Model`, batch `batch`."""
     rng = np.random.default_rng(seed)
     out = []
-    for d in interp.get_input_details():
-        shape = [int(batch)] + [int(s) for s in d["shape"][1:]]
-        dtype = np.dtype(d["dtype"])
+    for shape, dtype, _ in model.inputs:
+        shape = [int(batch)] + [int(s) for s in shape[1:]]
         if dtype.kind == "f":
             out.append(rng.standard_normal(shape).astype(dtype))
+        elif dtype.kind == "b":
+            out.append(rng.integers(0, 2, shape).astype(dtype))
         else:
             info = np.iinfo(dtype)
             out.append(rng.integers(max(info.min, -128), min(info.max, 127), shape).astype(dtype))
     return out
-
-
-def run(interp, inputs):
-    """Runs the interpreter on a list of input arrays; returns output arrays."""
-    details = interp.get_input_details()
-    if len(inputs) != len(details):
-        raise ValueError(
-            f"the .tflite model has {len(details)} inputs, got {len(inputs)} arrays."
-        )
-    for d, x in zip(details, inputs):
-        interp.set_tensor(d["index"], np.asarray(x, dtype=d["dtype"]))
-    interp.invoke()
-    return [interp.get_tensor(d["index"]) for d in output_details(interp)]
-
-
-def output_details(interp):
-    """Output details in the order of the Keras model's outputs.
-
-    Keras 3 exports name the signature outputs `output_0`, `output_1`, ...;
-    when the signature is present this order is used.
-    """
-    details = interp.get_output_details()
-    try:
-        sig = interp.get_signature_list()
-        key = next(iter(sig))
-        runner_out = interp._get_full_signature_list()[key]["outputs"]
-        ordered = sorted(runner_out.items(), key=lambda kv: _trailing_int(kv[0]))
-        by_index = {d["index"]: d for d in details}
-        return [by_index[i] for _, i in ordered if i in by_index] or details
-    except Exception:
-        return details
-
-
-def _trailing_int(name):
-    digits = ""
-    for c in reversed(name):
-        if not c.isdigit():
-            break
-        digits = c + digits
-    return int(digits) if digits else 0

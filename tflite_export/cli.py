@@ -2,13 +2,18 @@
 
     kprune export model.keras -o model.tflite [--sparse|--dense|--auto]
         [--quantize dynamic|float16|int8 --calibration data.npz]
-        [--verify] [--benchmark]
+        [--verify] [--benchmark] [--verbose]
 
 The table compares the dense float32 export with the exported file: size,
 gzip size, sparse tensors, max diff against Keras (`--verify`) and latency
-(`--benchmark`, batch 1, 1 thread, XNNPACK on, interleaved). Exit status 0 on
-success; otherwise 1 (or 2 for bad arguments) with a one-line reason on
-stderr. The model loads with `safe_mode=True`: no code runs from the file.
+(`--benchmark`, batch 1, 1 thread, XNNPACK on, interleaved repetitions).
+
+Guarantees: the model loads with `safe_mode=True` (no code runs from the
+file); the output is written atomically (temporary file + rename) and never
+over an input file; missing, empty, truncated and non-zip `.keras` files get
+their own message. Exit status 0 on success, 2 for bad arguments or bad
+input files, 1 when the export or a check fails; errors are one line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tflite_export.files import InputFileError  # noqa: E402  (no TensorFlow import)
 
 
 class _UsageError(Exception):
@@ -51,7 +58,12 @@ def _parser():
     p.add_argument("--verify", action="store_true", help="check outputs against Keras")
     p.add_argument("--benchmark", action="store_true",
                    help="time the dense and exported files side by side")
-    p.add_argument("--runs", type=int, default=50, help="timed runs for --benchmark")
+    p.add_argument("--runs", type=int, default=50,
+                   help="timed runs per repetition for --benchmark")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="interleaved repetitions for --benchmark (median, min-max)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's and the converter's logs")
     p.set_defaults(sparsity="auto")
     return p
 
@@ -78,12 +90,25 @@ def export_main(argv=None):
         return _fail(str(e), 2)
     except SystemExit as e:  # --help
         return int(e.code or 0)
+    from tflite_export.quiet import quiet_import, set_verbose, startup_lines
+
+    quiet_import(verbose=args.verbose or None)
+    set_verbose(args.verbose)
+    if args.verbose:
+        for line in startup_lines():
+            print(line, file=sys.stderr)
     try:
         return _export(args)
-    except _UsageError as e:
+    except (_UsageError, InputFileError) as e:
         return _fail(str(e), 2)
-    except (ValueError, TypeError, OSError) as e:
-        return _fail(_one_line(e), 1)
+    except (ValueError, TypeError, OSError, RuntimeError, MemoryError) as e:
+        from tflite_export.convert import CalibrationError
+
+        return _fail(_one_line(e), 2 if isinstance(e, CalibrationError) else 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as e:  # a bug: still one line, no traceback
+        return _fail(f"{type(e).__name__}: {_one_line(e)}", 1)
 
 
 def _fail(message, code):
@@ -114,47 +139,39 @@ def _load_calibration(path):
     return np.asarray(array, dtype=np.float32)
 
 
-def _load_model(path):
-    if not os.path.exists(path):
-        raise _UsageError(f"no such model file: {path!r}")
-    import keras
-
-    try:  # registers kprune's serializable classes (PruneWrapper, ...)
-        import kprune  # noqa: F401
-    except ImportError:
-        pass
-    try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as e:
-        raise ValueError(f"cannot load {path!r} (safe_mode=True): {_one_line(e)}") from None
-
-
 def _export(args):
     import numpy as np
 
-    from tflite_export._table import format_table
+    from tflite_export.table import format_table
     from tflite_export.benchmark import compare
-    from tflite_export.convert import convert, save
+    from tflite_export.convert import convert
     from tflite_export.inspect import inspect
     from tflite_export.verify import compare_outputs, tolerance
 
     if args.quantize == "int8" and not args.calibration:
         raise _UsageError("--quantize int8 needs --calibration data.npz (typical inputs)")
+    from tflite_export.files import atomic_write, check_keras_file, check_output, load_keras_file
+
     if args.runs < 1:
         raise _UsageError(f"--runs must be positive, got {args.runs}")
-    calibration = _load_calibration(args.calibration) if args.calibration else None
+    if args.repeats < 1:
+        raise _UsageError(f"--repeats must be positive, got {args.repeats}")
+    check_keras_file(args.model)
     output = args.output or os.path.splitext(args.model)[0] + ".tflite"
-    model = _load_model(args.model)
+    check_output(output, [args.model, args.calibration])
+    calibration = _load_calibration(args.calibration) if args.calibration else None
+    model = load_keras_file(args.model)
 
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         exported = convert(model, sparsity=args.sparsity, quantize=args.quantize,
-                           representative_data=calibration)
+                           representative_data=calibration, verbose=args.verbose)
         same_as_dense = args.sparsity == "dense" and args.quantize is None
-        dense = exported if same_as_dense else convert(model, sparsity="dense")
-    save(exported, output)
+        dense = exported if same_as_dense else convert(model, sparsity="dense",
+                                                       verbose=args.verbose)
+    atomic_write(output, exported)
 
     rows = []
     results = {}
@@ -164,9 +181,11 @@ def _export(args):
                       exported, args.quantize))
     bench = None
     if args.benchmark and len(files) == 2:
-        bench = compare(dense, exported, labels=("dense", "exported"), runs=args.runs)
+        bench = compare(dense, exported, labels=("dense", "exported"), runs=args.runs,
+                        repeats=args.repeats)
     elif args.benchmark:
-        bench = compare(dense, dense, labels=("dense", "exported"), runs=args.runs)
+        bench = compare(dense, dense, labels=("dense", "exported"), runs=args.runs,
+                        repeats=args.repeats)
     for i, (label, data, quantize) in enumerate(files):
         report = inspect(data)
         sparse = report.sparse_tensors
@@ -186,17 +205,18 @@ def _export(args):
             cells.append(f"{diff:.2e} (tol {tol:.0e})")
         if bench is not None:
             r = bench.a if i == 0 else bench.b
-            cells.append(f"{r.median_ms:.3f} / {r.p90_ms:.3f}")
+            cells.append(f"{r.median_ms:.3f} ({r.min_ms:.3f}-{r.max_ms:.3f})")
         rows.append(cells)
     header = ["file", "bytes", "gzip bytes", "x dense", "sparse tensors"]
     if args.verify:
         header.append("max |diff|")
     if bench is not None:
-        header.append("median / p90 ms")
+        header.append("median ms (min-max)")
     print(f"{args.model} -> {output}")
     print(format_table(header, rows))
     if bench is not None and len(files) == 2:
-        print(f"speed-up vs dense (median, batch 1, 1 thread, XNNPACK): {bench.speedup:.2f}x")
+        print(f"speed-up vs dense: {bench.speedup:.2f}x (min-max {bench.speedup_min:.2f}-"
+              f"{bench.speedup_max:.2f}x) [{bench.a.settings}]")
     for w in caught:
         if issubclass(w.category, UserWarning) and "unclosed" not in str(w.message):
             print(f"note: {w.message}")

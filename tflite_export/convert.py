@@ -89,9 +89,12 @@ def convert(
             integer with float inputs/outputs; needs `representative_data`;
             pairs with `kprune.Block((16, 1))` for the sparse kernel).
         representative_data: calibration inputs for `"int8"`: a numpy array
-            `[N, ...]`, a list/tuple of arrays (one per model input), or a
+            `[N, ...]`, a list/tuple of arrays (one per model input, in
+            `model.inputs` order), a dict `{input name: array}`, or a
             callable returning an iterable of input lists (TFLite's
-            `representative_dataset`). At most 200 samples are used.
+            `representative_dataset`). Every sample must be finite and match
+            the model's input shapes. At most 200 samples are used. Given
+            with another `quantize` mode it is ignored, with a warning.
         verbose: if True, the converter's own logs are shown.
 
     Returns:
@@ -99,8 +102,10 @@ def convert(
 
     Raises:
         TypeError: `model` is not a Keras model.
-        ValueError: unknown `sparsity`/`quantize`, missing or malformed
-            `representative_data`, or an unsupported sparse/quantize pair.
+        ValueError: unknown `sparsity`/`quantize`, or an unsupported
+            sparse/quantize pair.
+        CalibrationError: (a ValueError) missing `representative_data`, or
+            arrays of the wrong count/shape, or with NaN/inf values.
         ConversionError: the converter rejected an op; the message names the
             Keras layer.
 
@@ -125,9 +130,8 @@ def convert(
             f"model {model.name!r} is not built (it has no weights): call it "
             f"on data or build it before converting."
         )
-    rep = _representative_dataset(representative_data, quantize)
-
-    model = strip_if_pruned(model)
+    rep = _representative_dataset(representative_data, quantize, model)
+    model = _with_list_inputs(strip_if_pruned(model))
     sparse = _decide_sparsity(model, sparsity, quantize)
     data = _convert(model, quantize, rep, sparse, verbose)
     if sparse and quantize == "int8":
@@ -152,7 +156,10 @@ def convert(
 
 
 def save(tflite, path):
-    """Writes .tflite bytes to `path` (parent folders are created).
+    """Writes .tflite bytes to `path` atomically (parent folders are created).
+
+    The bytes go to a temporary file in the same folder, which then replaces
+    `path` (`os.replace`): a failed write leaves an existing file unchanged.
 
     Args:
         tflite: the bytes returned by `convert`.
@@ -166,12 +173,9 @@ def save(tflite, path):
     """
     if not isinstance(tflite, (bytes, bytearray, memoryview)):
         raise TypeError(f"tflite must be bytes, got {type(tflite).__name__}.")
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(bytes(tflite))
-    return path
+    from tflite_export.files import atomic_write
+
+    return atomic_write(path, bytes(tflite))
 
 
 def strip_if_pruned(model):
@@ -189,6 +193,30 @@ def strip_if_pruned(model):
             f"kprune.prune.strip_pruning is not importable ({e})."
         ) from None
     return strip_pruning(model)
+
+
+def _with_list_inputs(model):
+    """A model whose inputs are a flat list: TF 2.21's converter fails on dict inputs.
+
+    A functional model built with `keras.Model({"a": x, "b": y}, ...)` is
+    called through a new functional model with list inputs of the same names
+    (sharing the layers: nothing is copied or changed).
+    """
+    import keras
+
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):
+        return model
+    if not isinstance(structure, dict):
+        return model
+    inputs = [
+        keras.Input(shape=tuple(t.shape[1:]), batch_size=t.shape[0], dtype=t.dtype,
+                    name=key)
+        for key, t in structure.items()
+    ]
+    outputs = model(dict(zip(structure.keys(), inputs)), training=False)
+    return keras.Model(inputs, outputs, name=f"{model.name}_list_inputs")
 
 
 def _is_prune_wrapper(layer):
@@ -258,30 +286,95 @@ _BROKEN = {
 }
 
 
-def _representative_dataset(data, quantize):
+class CalibrationError(ValueError):
+    """`representative_data` cannot calibrate the model (shape, count, NaN/inf)."""
+
+
+def _input_specs(model):
+    """`[(name, shape)]` of the model inputs, in `model.inputs` order."""
+    specs = []
+    for t in getattr(model, "inputs", None) or []:
+        specs.append(((getattr(t, "name", "") or "").split(":")[0], tuple(t.shape)))
+    return specs
+
+
+def _check_sample(arrays, specs, where):
+    """Checks one calibration sample (a list of arrays) against the model inputs."""
+    if specs and len(arrays) != len(specs):
+        raise CalibrationError(
+            f"representative_data{where}: the model has {len(specs)} inputs "
+            f"{[n for n, _ in specs]}, got {len(arrays)} arrays."
+        )
+    for a, (name, shape) in zip(arrays, specs):
+        want = tuple(shape[1:])
+        got = tuple(a.shape[1:])
+        if a.ndim != len(shape) or any(w is not None and w != g for w, g in zip(want, got)):
+            pretty = ", ".join("?" if d is None else str(d) for d in want)
+            raise CalibrationError(
+                f"representative_data{where}: input {name!r} expects samples of shape "
+                f"[N, {pretty}], got an array of shape {a.shape}."
+            )
+    for a, (name, _) in zip(arrays, specs or [("input", ())] * len(arrays)):
+        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+            what = "all NaN/inf" if bad == a.size else f"{bad} NaN/inf values"
+            raise CalibrationError(
+                f"representative_data{where}: input {name!r} has {what}; calibration "
+                "needs finite typical inputs (replace or drop those samples)."
+            )
+
+
+def _representative_dataset(data, quantize, model=None):
     if quantize != "int8":
-        if data is not None and quantize is None:
+        if data is not None:
             warnings.warn(
-                "representative_data is only used with quantize='int8'; ignored.",
+                f"representative_data is only used with quantize='int8' (got "
+                f"quantize={quantize!r}); it is ignored.",
                 stacklevel=3,
             )
         return None
     if data is None:
-        raise ValueError(
+        raise CalibrationError(
             "quantize='int8' needs representative_data: a numpy array of "
             "typical inputs [N, ...] (about 100 samples) to calibrate the "
             "activation ranges."
         )
+    specs = _input_specs(model) if model is not None else []
     if callable(data):
-        return data
-    arrays = list(data) if isinstance(data, (list, tuple)) else [data]
-    arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+        def checked():
+            for k, sample in enumerate(data()):
+                if isinstance(sample, dict):
+                    sample = [sample[n] for n, _ in specs] if all(
+                        n in sample for n, _ in specs) else list(sample.values())
+                arrays = [np.asarray(a) for a in (
+                    sample if isinstance(sample, (list, tuple)) else [sample])]
+                _check_sample(arrays, specs, f" (sample {k} of the callable)")
+                yield [a.astype(np.float32) if a.dtype.kind in "fc" else a for a in arrays]
+
+        return checked
+    if isinstance(data, dict):
+        names = [n for n, _ in specs]
+        if sorted(data) != sorted(names):
+            raise CalibrationError(
+                f"representative_data: the model's inputs are {names}, got a dict with "
+                f"keys {list(data)}."
+            )
+        data = [data[n] for n in names]
+    try:
+        arrays = list(data) if isinstance(data, (list, tuple)) else [data]
+        arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+    except (TypeError, ValueError) as e:
+        raise CalibrationError(
+            f"representative_data must be numeric arrays (one per model input), "
+            f"got {type(data).__name__}: {e}"
+        ) from None
     n = {a.shape[0] if a.ndim else 0 for a in arrays}
     if len(n) != 1 or 0 in n:
-        raise ValueError(
+        raise CalibrationError(
             "representative_data must be non-empty arrays with the same "
             f"number of samples on axis 0, got shapes {[a.shape for a in arrays]}."
         )
+    _check_sample(arrays, specs, "")
     count = min(n.pop(), MAX_CALIBRATION_SAMPLES)
 
     def gen():
@@ -342,7 +435,11 @@ def _convert(model, quantize, rep, sparse, verbose):
     try:
         with _quiet(not verbose):
             return bytes(converter.convert())
+    except CalibrationError:
+        raise
     except Exception as e:  # ConverterError and friends
+        if isinstance(e.__cause__ or e.__context__, CalibrationError):
+            raise (e.__cause__ or e.__context__) from None
         raise _rewrite_error(e, model) from e
 
 
@@ -399,13 +496,11 @@ def _layer_from_scope(scope, names, model_name):
 
 def _xnnpack_prepare_error(data):
     """Returns the XNNPACK prepare error of `data`, or None when it prepares."""
+    from tflite_export._runtime import InterpreterCrash, session
+
     try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - ai-edge-litert missing
-        return None
-    try:
-        with _quiet(True):
-            Interpreter(model_content=data).allocate_tensors()
-    except (RuntimeError, ValueError) as e:
-        return str(e).splitlines()[0][:200]
+        with session() as s:
+            s.load(data, "converted model")
+    except (ValueError, InterpreterCrash) as e:
+        return str(e).splitlines()[0][:300]
     return None

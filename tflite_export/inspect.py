@@ -21,18 +21,12 @@ import dataclasses
 
 import numpy as np
 
-from tflite_export._source import parse_model, read_tflite, schema
-from tflite_export._table import format_table
+from tflite_export._source import ITEMSIZE, element_count, load_checked, schema, type_names
+from tflite_export.table import format_table
 
 # Block shapes of TFLite's sparse FullyConnected kernel, by weight dtype.
 SPARSE_FC_BLOCKS = {"float32": (1, 4), "int8": (1, 16)}
 
-_ITEMSIZE = {
-    "float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "string": 1,
-    "bool": 1, "int16": 2, "complex64": 8, "int8": 1, "float64": 8,
-    "complex128": 16, "uint64": 8, "resource": 0, "variant": 0, "uint32": 4,
-    "uint16": 2, "int4": 0.5, "bfloat16": 2, "int2": 0.25,
-}
 
 
 @dataclasses.dataclass
@@ -181,7 +175,11 @@ def inspect(tflite):
 
     Raises:
         FileNotFoundError: missing path.
-        ValueError: not a TFLite file, or a truncated/corrupt one.
+        ValueError: not a TFLite file, or a truncated/corrupt one: every
+            index (buffers, tensors, op inputs/outputs, opcodes, signatures)
+            and every sparsity array (traversal order, block map, dense
+            sizes, array segments/indices) is checked against what it points
+            to; the message names the file and what is wrong.
 
     Example:
     >>> report = tflite_export.inspect("model.tflite")
@@ -189,19 +187,19 @@ def inspect(tflite):
     >>> len(report.sparse_kernel_ops)
     3
     """
-    data = read_tflite(tflite)
-    model = parse_model(data)
+    data, where, model = load_checked(tflite)
     s = schema()
     op_names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
-    type_names = {v: k.lower() for k, v in vars(s.TensorType).items() if not k.startswith("_")}
+    dtypes = type_names()
     sg = model.subgraphs[0]
     buffers = model.buffers or []
 
     tensors = []
     for i, t in enumerate(sg.tensors or []):
-        dtype = type_names.get(t.type, str(t.type))
+        dtype = dtypes[t.type]
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
         buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
+        count = element_count(shape, where)
         stored = _buffer_bytes(buf)
         info = TensorInfo(
             index=i,
@@ -210,8 +208,7 @@ def inspect(tflite):
             dtype=dtype,
             constant=stored > 0,
             bytes=stored,
-            dense_bytes=int(np.prod(shape, dtype=np.int64) * _ITEMSIZE.get(dtype, 0))
-            if shape else int(_ITEMSIZE.get(dtype, 0)),
+            dense_bytes=int(count * ITEMSIZE.get(dtype, 0)),
         )
         if info.constant:
             values = _buffer_values(buf, dtype)
@@ -234,7 +231,7 @@ def inspect(tflite):
 
     densify_out = {}
     for o in ops:
-        if o.op == "DENSIFY" and o.inputs:
+        if o.op == "DENSIFY" and o.inputs and o.inputs[0] >= 0:
             tensors[o.inputs[0]].densified = True
             for out in o.outputs:
                 densify_out[out] = o.inputs[0]
@@ -247,6 +244,108 @@ def inspect(tflite):
     return TFLiteReport(
         size=len(data), tensors=tensors, ops=ops, subgraphs=len(model.subgraphs)
     )
+
+
+def tensor_values(tflite, index):
+    """Values of constant tensors of the main subgraph, as dense numpy arrays.
+
+    Args:
+        tflite: .tflite bytes or path.
+        index: a tensor index (`TensorInfo.index`), or a list of them (the
+            file is then parsed once).
+
+    Returns:
+        A numpy array of the tensor's shape and dtype (a copy); for a list,
+        a dict `{index: array or None}` (None: not a dense constant).
+
+    Sparse (CSR or block) tensors are expanded with `densify`.
+
+    Raises:
+        ValueError: corrupt file, index out of range, or a tensor that is
+            not a constant (activations).
+
+    Example:
+    >>> w = tensor_values("model.tflite", report.weights[0].index)
+    """
+    data, where, model = load_checked(tflite)
+    if isinstance(index, (list, tuple)):
+        out = {}
+        for i in index:
+            try:
+                out[i] = _dense_values(model, where, i)
+            except ValueError:
+                out[i] = None
+        return out
+    return _dense_values(model, where, index)
+
+
+def _dense_values(model, where, index):
+    tensors = model.subgraphs[0].tensors or []
+    if not isinstance(index, (int, np.integer)) or not 0 <= index < len(tensors):
+        raise ValueError(f"{where}: tensor index {index!r} is not in 0..{len(tensors) - 1}.")
+    t = tensors[index]
+    buffers = model.buffers or []
+    buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
+    dtype = type_names()[t.type]
+    values = _buffer_values(buf, dtype)
+    if values is None:
+        raise ValueError(f"{where}: tensor {index} has no constant {dtype} data.")
+    shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+    if t.sparsity is not None:
+        return densify(values, shape, t.sparsity)
+    return values.reshape(shape).copy()
+
+
+def densify(values, shape, sparsity):
+    """Expands TFLite sparse storage (CSR or block) to a dense array.
+
+    Follows the TFLite sparsity format: `traversal_order` lists the
+    dimensions (the tensor's, then the block dimensions of `block_map`) from
+    outer to inner; a DENSE dimension visits every index, a SPARSE_CSR one
+    the `array_indices` of its `array_segments`; `values` are the stored
+    elements in that order. The parameters must already be validated
+    (`parse_model` does it).
+
+    Args:
+        values: the stored values (1-D numpy array).
+        shape: the dense shape.
+        sparsity: the schema's `SparsityParametersT`.
+
+    Returns:
+        A numpy array of `shape` (zeros where nothing is stored).
+    """
+    rank = len(shape)
+    order = [int(v) for v in sparsity.traversalOrder]
+    block_map = [int(v) for v in (sparsity.blockMap if sparsity.blockMap is not None else [])]
+    dims = list(sparsity.dimMetadata)
+    blocks = {b: int(dims[rank + k].denseSize) for k, b in enumerate(block_map)}
+    coords = np.zeros((1, rank + len(block_map)), dtype=np.int64)
+    pos = np.zeros(1, dtype=np.int64)  # position of each partial path at its level
+    for level, d in enumerate(dims):
+        axis = order[level]
+        if int(d.format) == 0:
+            size = int(d.denseSize)
+            j = np.tile(np.arange(size, dtype=np.int64), len(pos))
+            coords = np.repeat(coords, size, axis=0)
+            pos = np.repeat(pos, size) * size + j
+        else:
+            seg = np.asarray(d.arraySegments.values).astype(np.int64)
+            idx = np.asarray(d.arrayIndices.values).astype(np.int64)
+            counts = seg[pos + 1] - seg[pos]
+            starts = np.repeat(seg[pos], counts)
+            offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(
+                np.cumsum(counts) - counts, counts)
+            pos = starts + offsets
+            j = idx[pos]
+            coords = np.repeat(coords, counts, axis=0)
+        coords[:, axis] = j
+    full = coords[:, :rank].copy()
+    for k, b in enumerate(block_map):
+        full[:, b] = full[:, b] * blocks[b] + coords[:, rank + k]
+    out = np.zeros(shape, dtype=values.dtype)
+    if len(full):
+        out[tuple(full.T)] = values[: len(full)]
+    return out
 
 
 def _decode(name):
@@ -303,6 +402,6 @@ def _describe_sparsity(info, sp, values):
         info.block = tuple(block)
     else:
         info.format = "csr"
-    total = int(np.prod(info.shape, dtype=np.int64)) if info.shape else 1
+    total = element_count(info.shape)
     if values is not None and total:
         info.zeros = 1.0 - float(np.count_nonzero(values)) / total

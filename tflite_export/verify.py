@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflite_export._runtime import make_interpreter, random_inputs, run, set_batch
+from tflite_export._runtime import random_inputs, session
 
 #: Documented tolerances for `verify`'s max abs diff.
 #: float32: absolute. Quantized modes: relative to the largest absolute Keras
@@ -40,13 +40,18 @@ def tolerance(quantize=None, scale=1.0):
 def verify(keras_model, tflite, samples=None, num_samples=8, xnnpack=True, seed=0):
     """Max absolute difference between a Keras model and its .tflite export.
 
+    The file is validated first (`inspect`'s checks) and run in the LiteRT
+    worker process: a LiteRT crash raises `InterpreterCrash`, naming the
+    file, instead of killing the caller.
+
     Args:
         keras_model: the Keras model (pruned, stripped or plain).
         tflite: .tflite bytes or path.
-        samples: inputs: a numpy array `[N, ...]` (one input) or a list of
-            arrays (one per input). None draws `num_samples` standard-normal
-            inputs. Pass real samples for quantized models, whose ranges were
-            calibrated on real data.
+        samples: inputs: a numpy array `[N, ...]` (one-input models), a list
+            or tuple of arrays (one per model input, in `keras_model.inputs`
+            order), or a dict `{input name: array}`. None draws
+            `num_samples` standard-normal inputs. Pass real samples for
+            quantized models, whose ranges were calibrated on real data.
         num_samples: number of random samples when `samples` is None.
         xnnpack: run the .tflite file with the XNNPACK delegate (default, as
             on phones) or with TFLite's builtin kernels only.
@@ -57,47 +62,119 @@ def verify(keras_model, tflite, samples=None, num_samples=8, xnnpack=True, seed=
         `tolerance(quantize, scale)`: 1e-5 for float32 exports.
 
     Raises:
-        ValueError: inputs that do not match the model, or a file LiteRT
-            cannot load.
+        TypeError: `keras_model` is not a Keras model, or `samples` is of an
+            unsupported type.
+        ValueError: inputs that do not match the model (count, names,
+            shapes, sample counts), a corrupt file, or one LiteRT cannot load.
+        InterpreterCrash: LiteRT crashed on the file.
 
     Example:
     >>> diff = tflite_export.verify(model, tflite)
     >>> assert diff <= tflite_export.tolerance(None)
+    >>> tflite_export.verify(two_input_model, tflite2,
+    ...                      samples={"image": x, "meta": m})
     """
     _, diff = compare_outputs(keras_model, tflite, samples, num_samples, xnnpack, seed)
     return diff
 
 
+def _keras_input_names(keras_model):
+    names = []
+    for t in getattr(keras_model, "inputs", None) or []:
+        name = getattr(t, "name", "") or ""
+        names.append(name.split(":")[0])
+    return names
+
+
+def _as_list(samples, names, count):
+    """Samples (array, list/tuple or dict) -> list in Keras input order."""
+    if isinstance(samples, dict):
+        missing = [n for n in names if n not in samples]
+        extra = [k for k in samples if k not in names]
+        if missing or extra or len(names) != count:
+            raise ValueError(
+                f"samples: the model's inputs are {names}, got a dict with keys "
+                f"{list(samples)}"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unknown {extra})" if extra else "") + "."
+            )
+        return [np.asarray(samples[n]) for n in names]
+    if isinstance(samples, (list, tuple)):
+        return [np.asarray(x) for x in samples]
+    if not isinstance(samples, (str, bytes)) and (
+            isinstance(samples, np.ndarray) or hasattr(samples, "__array__")):
+        return [np.asarray(samples)]
+    raise TypeError(
+        "samples must be a numpy array, a list/tuple of arrays (one per input) or a "
+        f"dict {{input name: array}}, got {type(samples).__name__}."
+    )
+
+
+def _feed(keras_model, inputs, names):
+    """Inputs in the structure the Keras model was built with."""
+    structure = None
+    try:
+        structure = keras_model.input
+    except (AttributeError, ValueError):
+        structure = None
+    if isinstance(structure, dict):
+        by_name = dict(zip(names, inputs))
+        return {k: by_name.get(getattr(v, "name", k), by_name.get(k)) for k, v in structure.items()}
+    return inputs[0] if len(inputs) == 1 else list(inputs)
+
+
 def compare_outputs(keras_model, tflite, samples=None, num_samples=8, xnnpack=True, seed=0):
-    """Returns `(scale, max_abs_diff)`: `scale` is max |Keras output|."""
+    """Returns `(scale, max_abs_diff)`: `scale` is max |Keras output|.
+
+    Arguments as in `verify`.
+    """
     import keras
 
     if not isinstance(keras_model, keras.Model):
         raise TypeError(
             f"keras_model must be a keras.Model, got {type(keras_model).__name__}."
         )
-    interp = make_interpreter(tflite, xnnpack=xnnpack)
-    details = interp.get_input_details()
-    if samples is None:
-        inputs = random_inputs(interp, num_samples, seed)
-    else:
-        inputs = list(samples) if isinstance(samples, (list, tuple)) else [samples]
-        inputs = [np.asarray(x) for x in inputs]
-        if len(inputs) != len(details):
-            raise ValueError(
-                f"samples: the model has {len(details)} inputs, got {len(inputs)} arrays."
-            )
-        for d, x in zip(details, inputs):
-            if tuple(x.shape[1:]) != tuple(int(s) for s in d["shape"][1:]):
+    names = _keras_input_names(keras_model)
+    with session() as s:
+        m = s.load(tflite, xnnpack=xnnpack)
+        count = len(m.inputs)
+        # TFLite input i -> Keras input position, by signature name.
+        sig = [n for _, _, n in m.inputs]
+        order = list(range(count))
+        if len(names) == count and sorted(sig) == sorted(names):
+            order = [names.index(n) for n in sig]
+        if samples is None:
+            if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+                raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
+            drawn = random_inputs(m, int(num_samples), seed)
+            inputs = [None] * count
+            for i, k in enumerate(order):
+                inputs[k] = drawn[i]
+        else:
+            inputs = _as_list(samples, names, count)
+            if len(inputs) != count:
                 raise ValueError(
-                    f"samples: expected inputs of shape [N, "
-                    f"{', '.join(str(int(s)) for s in d['shape'][1:])}], got {x.shape}."
+                    f"samples: the model has {count} inputs, got {len(inputs)} arrays."
                 )
-    n = inputs[0].shape[0]
-    set_batch(interp, n)
-    got = run(interp, inputs)
-    feed = inputs[0] if len(inputs) == 1 else inputs
-    want = keras_model(feed, training=False)
+        for i, k in enumerate(order):
+            shape = m.inputs[i][0]
+            x = inputs[k]
+            label = f"input {names[k]!r}" if k < len(names) else f"input {k}"
+            if x.ndim != len(shape) or tuple(x.shape[1:]) != tuple(shape[1:]):
+                raise ValueError(
+                    f"samples: {label}: expected shape [N, "
+                    f"{', '.join(str(int(v)) for v in shape[1:])}], got {x.shape}."
+                )
+        sizes = {x.shape[0] for x in inputs}
+        if len(sizes) != 1 or 0 in sizes:
+            raise ValueError(
+                f"samples: every input needs the same number (>= 1) of samples on "
+                f"axis 0, got {[x.shape[0] for x in inputs]}."
+            )
+        n = sizes.pop()
+        m.set_batch(n)
+        got = m.run([inputs[k] for k in order])
+    want = keras_model(_feed(keras_model, inputs, names), training=False)
     if isinstance(want, dict):
         want = list(want.values())
     want = [np.asarray(w) for w in (want if isinstance(want, (list, tuple)) else [want])]

@@ -1,14 +1,18 @@
-"""Plain-text tables for reports and the command line."""
+"""Plain-text tables for reports and the command line (the one table printer of kprune)."""
 
 from __future__ import annotations
 
 
-def format_table(header, rows):
+def format_table(header, rows, footer=None):
     """Formats rows as an aligned text table.
+
+    Numeric-looking cells (digits with `,` `.` `%` `x` `-` `e`) are
+    right-aligned, except in the first column.
 
     Args:
         header: list of column titles.
         rows: list of rows, each a list of values (converted with `str`).
+        footer: optional list of rows printed below a second rule (totals).
 
     Returns:
         The table as one string (no trailing newline).
@@ -19,7 +23,8 @@ def format_table(header, rows):
     -  -
     1  2
     """
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    footer = list(footer or [])
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in list(rows) + footer]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
 
     def line(r):
@@ -30,6 +35,9 @@ def format_table(header, rows):
             out.append(c.rjust(widths[i]) if numeric and i else c.ljust(widths[i]))
         return "  ".join(out).rstrip()
 
-    lines = [line(cells[0]), "  ".join("-" * w for w in widths)]
-    lines += [line(r) for r in cells[1:]]
+    rule = "  ".join("-" * w for w in widths)
+    body = cells[1:len(cells) - len(footer)]
+    lines = [line(cells[0]), rule] + [line(r) for r in body]
+    if footer:
+        lines += [rule] + [line(r) for r in cells[len(cells) - len(footer):]]
     return "\n".join(lines)
