@@ -7,9 +7,15 @@ GraSP, SynFlow), with one mask engine (`kprune.masking`) shared by every
 pruning method.
 """
 
-from tflite_export.quiet import quiet_import as _quiet_import
+import importlib.util as _util
+import os as _os
 
-_quiet_import()  # TensorFlow's C++ start-up lines off stderr (KPRUNE_VERBOSE=1 keeps them)
+if _os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and _util.find_spec("tensorflow"):
+    # TensorFlow's C++ start-up lines off stderr (KPRUNE_VERBOSE=1 keeps them).
+    # On JAX and torch, TensorFlow is neither needed nor imported.
+    from tflite_export.quiet import quiet_import as _quiet_import
+
+    _quiet_import()
 
 from kprune import data, masking, schedules, structured
 from kprune.at_init import init_scores, prune_at_init
