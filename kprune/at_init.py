@@ -55,6 +55,7 @@ float64 copy runs in `kprune.backend.float64_scope()` (JAX's x64 mode).
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -65,7 +66,8 @@ from keras import ops  # noqa: E402
 
 from kprune import backend, checks, masking, progress  # noqa: E402
 from kprune import prune as prune_lib  # noqa: E402
-from kprune.wrapper import prunable_weights, weight_path  # noqa: E402
+from kprune.pruned_model import PrunedModel, copy_model, find_layers, select_tree_targets  # noqa: E402
+from kprune.wrapper import assign_masks, prunable_weights, weight_path  # noqa: E402
 
 __all__ = ["METHODS", "init_scores", "prune_at_init"]
 
@@ -231,6 +233,7 @@ def prune_at_init(
                  batches, iterations, verbose, batch_size)
     _check_data(plan, data, loss, seed, temperature)
     # {key: sparsity} for per-layer overrides (their own, layer-scope masks).
+    overrides = plan.overrides
     per_key = {k: overrides[k[0]] for k in plan.keys if k[0] in overrides}
 
     if plan.method == "synflow":
@@ -241,9 +244,11 @@ def prune_at_init(
         masks = _masks(keep, sparsity, per_key, scope, min_keep, plan.keys)
 
     pruned = _wrap_fixed(plan, scope, overrides, include_bias)
-    for wrapper in prune_lib.find_wrappers(pruned):
-        keys = [(wrapper.layer.name, weight_path(wrapper.layer.name, w)) for w in wrapper.prunable_weights]
-        wrapper.assign_masks([masks[k] for k in keys])
+    wrappers = prune_lib.find_wrappers(pruned)
+    assign_masks(wrappers, [
+        [masks[(w.label, weight_path(w.layer.name, v))] for v in w.prunable_weights]
+        for w in wrappers
+    ])
     if verbose:
         kept = sum(int(m.sum()) for m in masks.values())
         total = sum(m.size for m in masks.values())
@@ -291,10 +296,20 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
     checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
     include_bias = checks.check_bool("include_bias", include_bias)
 
-    targets = prune_lib.select_layers(
-        model, overrides, ignore, caller="prune_at_init", overrides_arg="sparsity_overrides"
-    )
-    target_names = [l.name for l in targets]
+    tree = prune_lib._needs_pruned_model(model)
+    if tree:
+        # Layers inside composite layers or subclassed models: keyed by their
+        # label (path of layer names), pruned in a kprune.PrunedModel.
+        found = select_tree_targets(model, overrides, ignore, "sparsity_overrides")
+        targets = [layer for layer, _, _ in found]
+        labels = {id(layer): label for layer, label, _ in found}
+        overrides = {label: v for _, label, v in found if v is not None}
+    else:
+        targets = prune_lib.select_layers(
+            model, overrides, ignore, caller="prune_at_init", overrides_arg="sparsity_overrides"
+        )
+        labels = {id(layer): layer.name for layer in targets}
+    target_names = list(labels.values())
     if len(set(target_names)) != len(target_names):
         raise ValueError(
             f"Prunable layer names must be unique to key the scores, got "
@@ -303,7 +318,7 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
     keys, layouts = [], {}
     for layer in targets:
         for weight, layout in prunable_weights(layer, include_bias):
-            key = (layer.name, weight_path(layer.name, weight))
+            key = (labels[id(layer)], weight_path(layer.name, weight))
             keys.append(key)
             layouts[key] = layout
 
@@ -324,6 +339,7 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
         _check_input(model, batch_list[0][0])
 
     return _Plan(model=model, method=method, bn_mode=bn_mode, targets=targets,
+                 labels=labels, tree=tree, overrides=overrides,
                  target_ids={id(l) for l in targets}, keys=keys, layouts=layouts,
                  include_bias=include_bias, batches=batch_list, verbose=int(bool(verbose)))
 
@@ -399,7 +415,7 @@ def _check_data(plan, data, loss, seed, temperature):
                 f"of the same length)."
             )
     label_form = _label_form(plan.model, loss)
-    outputs = keras.tree.flatten(plan.model.outputs)
+    outputs = _symbolic_outputs(plan.model)
     classes = outputs[0].shape[-1] if len(outputs) == 1 and outputs[0].shape else None
     for i, (x, y) in enumerate(plan.batches):
         where = "" if len(plan.batches) == 1 else f" (batch {i})"
@@ -465,8 +481,21 @@ def _slice(x, start, stop):
     return keras.tree.map_structure(lambda a: a[start:stop], x)
 
 
+def _symbolic_outputs(model):
+    """The model's symbolic outputs, or [] (a subclassed model has none)."""
+    try:
+        return keras.tree.flatten(model.outputs) if getattr(model, "outputs", None) else []
+    except (AttributeError, ValueError):
+        return []
+
+
 def _check_input(model, x):
-    specs = keras.tree.flatten(model.inputs) if getattr(model, "inputs", None) else []
+    try:
+        specs = keras.tree.flatten(model.inputs) if getattr(model, "inputs", None) else []
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic inputs
+        specs = []
+    if not specs:
+        return  # nothing to check against: the forward pass says what is wrong
     arrays = keras.tree.flatten(x)
     if len(specs) != len(arrays):
         raise ValueError(
@@ -490,6 +519,8 @@ def _check_input(model, x):
 
 def _scoring_copy(plan, float64=False, linear_softmax=False):
     """A plain clone of the model; returns `(clone, {key: variable})`."""
+    if plan.tree:
+        return _tree_scoring_copy(plan, float64, linear_softmax)
 
     def clone_layer(layer):
         config = layer.get_config()
@@ -511,6 +542,28 @@ def _scoring_copy(plan, float64=False, linear_softmax=False):
     return clone, variables
 
 
+def _tree_scoring_copy(plan, float64, linear_softmax):
+    """`_scoring_copy` for models pruned as a `PrunedModel`: a copy through
+    `get_config`; layer configs inside composite layers cannot be rewritten,
+    so SynFlow runs in the model's own dtype there (and says so)."""
+    if float64 or linear_softmax:
+        warnings.warn(
+            f"kprune: SynFlow on model '{plan.model.name}', whose prunable layers "
+            f"sit inside composite layers, scores a plain copy in the model's "
+            f"own dtype: no float64 and no linear softmax, so very deep models "
+            f"may overflow (a ValueError then says so).",
+            stacklevel=4,
+        )
+    clone = copy_model(plan.model)
+    found = find_layers(clone, list(plan.labels.values()))
+    variables = {}
+    for label in dict.fromkeys(k[0] for k in plan.keys):
+        layer = found[label]
+        for weight, _ in prunable_weights(layer, plan.include_bias):
+            variables[(label, weight_path(layer.name, weight))] = weight
+    return clone, variables
+
+
 def _is_softmax(activation):
     if activation is None:
         return False
@@ -522,7 +575,14 @@ def _is_softmax(activation):
 
 
 def _wrap_fixed(plan, scope, overrides, include_bias):
-    """The caller's model cloned with fixed-mask PruneWrappers on the targets."""
+    """The caller's model cloned with fixed-mask PruneWrappers on the targets
+    (or, for layers inside composite layers, a `PrunedModel` of a copy)."""
+    if plan.tree:
+        return PrunedModel(copy_model(plan.model), [
+            {"layer": label, "pruning_schedule": None, "prune_bias": include_bias,
+             "scope": "layer" if label in plan.overrides else scope}
+            for label in plan.labels.values()
+        ])
     return prune_lib.wrap_fixed(plan.model, plan.targets, scope=scope, prune_bias=include_bias,
                                 layer_scopes={name: "layer" for name in overrides})
 
@@ -592,11 +652,10 @@ def _score(plan, loss, seed, temperature):
 
 
 def _original_variables(plan):
-    by_name = {l.name: l for l in plan.targets}
     out = {}
     for layer in plan.targets:
-        for weight, _ in prunable_weights(by_name[layer.name], plan.include_bias):
-            out[(layer.name, weight_path(layer.name, weight))] = weight
+        for weight, _ in prunable_weights(layer, plan.include_bias):
+            out[(plan.labels[id(layer)], weight_path(layer.name, weight))] = weight
     return out
 
 
@@ -606,7 +665,7 @@ def _value(variable):
 
 def _ends_in_softmax(model):
     try:
-        outputs = keras.tree.flatten(model.outputs)
+        outputs = _symbolic_outputs(model)
         layer = outputs[0]._keras_history[0]
     except (AttributeError, IndexError, ValueError, TypeError):
         layer = model.layers[-1] if model.layers else None
@@ -632,7 +691,7 @@ def _loss_fn(model, loss):
             return ops.mean(fn(y, out))
 
         return user_loss
-    if len(keras.tree.flatten(model.outputs)) != 1:
+    if len(_symbolic_outputs(model)) > 1:
         raise ValueError(
             f"Model '{model.name}' has several outputs; pass loss= to say how "
             f"to score them."

@@ -40,7 +40,14 @@ from kprune import masking
 from kprune import schedules as schedules_lib
 from kprune.wrapper import MaskedWeights, PruneWrapper, is_prunable
 
-__all__ = ["PrunedModel", "MaskedGroup", "prunable_layer_tree", "copy_model"]
+__all__ = [
+    "PrunedModel",
+    "MaskedGroup",
+    "prunable_layer_tree",
+    "select_tree_targets",
+    "find_layers",
+    "copy_model",
+]
 
 
 def _sublayers(layer):
@@ -161,7 +168,7 @@ class MaskedGroup(MaskedWeights):
 
     def __init__(self, owner, layer, label, pruning_schedule, granularity, scope, prune_bias):
         self.layer = layer
-        self.label = label
+        self._label = label
         self.name = label
         self.pruning_schedule = pruning_schedule
         self.granularity = granularity
@@ -170,6 +177,10 @@ class MaskedGroup(MaskedWeights):
         self.built = True
         prefix = label.replace("/", "__") + "__"
         self._create_mask_state(owner, layer, granularity, prune_bias, prefix=prefix)
+
+    @property
+    def label(self):
+        return self._label
 
     def __repr__(self):
         return f"<MaskedGroup {self.label!r} of {type(self.layer).__name__}>"
@@ -296,19 +307,22 @@ class PrunedModel(keras.Model):
         return cls(model, **config)
 
 
-def prune_layer_tree(model, pruning_schedule, granularity, scope, overrides, ignore,
-                     in_place=False, verbose=0):
-    """`kprune.prune_low_magnitude` for models a wrapper cannot reach.
+def select_tree_targets(model, overrides=None, ignore=None, overrides_arg="sparsity"):
+    """The layers of `model`'s layer tree to prune, for any model kind.
 
-    Every outermost prunable layer of the layer tree becomes a target, minus
-    `ignore` and the layers whose override is None; keys of `overrides` and
-    names in `ignore` are layer paths or (unambiguous) layer names.
+    Every outermost prunable layer (see `prunable_layer_tree`), minus
+    `ignore` and the layers whose override is None. Keys of `overrides` and
+    names in `ignore` are labels (`"block/attention"`) or unambiguous layer
+    names.
+
+    Returns:
+        A list of `(layer, label, override)`, where `override` is the
+        layer's value in `overrides` (a sparsity) or `None` when it has none.
     """
     from kprune.prune import _normalize_ignore  # noqa: PLC0415
 
     found = prunable_layer_tree(model)
-    tree = [layer for layer, _, _ in found]
-    if not tree:
+    if not found:
         raise ValueError(
             f"Model '{model.name}' has no layer kprune can prune anywhere in its "
             f"layer tree: nothing to prune."
@@ -318,44 +332,53 @@ def prune_layer_tree(model, pruning_schedule, granularity, scope, overrides, ign
     labels = [label for _, label, _ in found]
     label_of = {id(l): label for l, label, _ in found}
     names = {}
-    for layer in tree:
+    for layer, _, _ in found:
         names.setdefault(layer.name, []).append(layer)
     keys = set(overrides) | set(ignore["names"])
     unknown = sorted(k for k in keys if k not in labels and k not in names)
     if unknown:
         raise ValueError(
-            f"Unknown layer name(s) or path(s) {unknown} in sparsity/ignore; the "
-            f"prunable layers of model '{model.name}' are {labels}."
+            f"Unknown layer name(s) or path(s) {unknown} in {overrides_arg}/ignore; "
+            f"the prunable layers of model '{model.name}' are {labels}."
         )
     ambiguous = sorted(k for k in keys if k not in labels and len(names.get(k, ())) > 1)
     if ambiguous:
         raise ValueError(
-            f"Layer name(s) {ambiguous} in sparsity/ignore match several layers of "
-            f"model '{model.name}'; use their paths instead: "
+            f"Layer name(s) {ambiguous} in {overrides_arg}/ignore match several "
+            f"layers of model '{model.name}'; use their paths instead: "
             f"{[label_of[id(l)] for k in ambiguous for l in names[k]]}."
         )
-
-    def key_of(layer, label):
-        if label in overrides or label in ignore["names"]:
-            return label
-        return layer.name
-
-    targets = []
-    for layer, label in zip(tree, labels):
-        key = key_of(layer, label)
+    out = []
+    for layer, label, _ in found:
+        key = label if (label in overrides or label in ignore["names"]) else layer.name
         if key in ignore["names"] or (ignore["types"] and isinstance(layer, ignore["types"])):
             continue
+        if key in overrides and overrides[key] is None:
+            continue
+        out.append((layer, label, overrides.get(key)))
+    if not out:
+        raise ValueError(
+            f"Every prunable layer of model '{model.name}' is excluded by ignore= "
+            f"or {overrides_arg}={{name: None}}: {labels}; there is nothing to prune."
+        )
+    return out
+
+
+def prune_layer_tree(model, pruning_schedule, granularity, scope, overrides, ignore,
+                     in_place=False, verbose=0):
+    """`kprune.prune_low_magnitude` for models a wrapper cannot reach: a
+    `PrunedModel` over a copy of `model` (or `model` itself, `in_place`)."""
+    from kprune.wrapper import prunable_weights  # noqa: PLC0415
+
+    targets = []
+    for layer, label, override in select_tree_targets(model, overrides, ignore):
         schedule, layer_scope = pruning_schedule, scope
-        if key in overrides:
-            if overrides[key] is None:
-                continue
+        if override is not None:
             cfg = pruning_schedule.get_config()
             schedule = schedules_lib.ConstantSparsity(
-                overrides[key], begin_step=cfg["begin_step"], end_step=cfg["end_step"],
+                override, begin_step=cfg["begin_step"], end_step=cfg["end_step"],
                 frequency=cfg["frequency"])
             layer_scope = "layer"
-        from kprune.wrapper import prunable_weights  # noqa: PLC0415
-
         for weight, layout in prunable_weights(layer):
             try:
                 granularity.validate(tuple(weight.shape), layout,
@@ -367,11 +390,6 @@ def prune_layer_tree(model, pruning_schedule, granularity, scope, overrides, ign
                 ) from None
         targets.append({"layer": label, "pruning_schedule": schedule,
                         "granularity": granularity, "scope": layer_scope})
-    if not targets:
-        raise ValueError(
-            f"Every prunable layer of model '{model.name}' is excluded by ignore= "
-            f"or sparsity={{name: None}}: {labels}; there is nothing to prune."
-        )
     inner = model if in_place else copy_model(model)
     pruned = PrunedModel(inner, targets)
     if verbose:
@@ -379,3 +397,8 @@ def prune_layer_tree(model, pruning_schedule, granularity, scope, overrides, ign
         print(f"kprune: pruning {len(targets)} layer(s) of '{model.name}' where they "
               f"are, in {where}: {', '.join(t['layer'] for t in targets)}")
     return pruned
+
+
+def find_layers(model, labels):
+    """`{label: layer}` in `model` for labels from `prunable_layer_tree`."""
+    return _find_layers(model, labels)

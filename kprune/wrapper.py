@@ -396,6 +396,12 @@ class MaskedWeights:
             aggregation="only_first_replica",
         )
 
+    @property
+    def label(self):
+        """The pruned layer's key in results: its name (a `PruneWrapper`),
+        or its path in the model (a `PrunedModel` group)."""
+        return self.layer.name
+
     def _release_constraints(self):
         """Takes the `MaskConstraint`s off the pruned weights again."""
         for weight, _, _ in self._pruned:
@@ -662,14 +668,16 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
 
 def assign_masks(wrappers, masks, step=None):
     """Sets the masks of several wrappers, and zeroes their pruned weights,
-    in ONE compiled call.
+    in ONE call (compiled where the backend compiles).
 
     Mask updates run between training steps, where ~6 eager ops per weight
-    would dominate their cost; one traced function per set of wrappers
-    (cached on the first wrapper) does it all.
+    would dominate their cost; the second update of the same set of
+    wrappers traces one function (cached on the first wrapper) that does it
+    all, and every later update reuses it. A one-off assignment (pruning at
+    initialisation, one-shot pruning) runs eagerly and traces nothing.
 
     Args:
-        wrappers: `PruneWrapper`s.
+        wrappers: `PruneWrapper`s (or other `MaskedWeights`).
         masks: per wrapper, one boolean or 0/1 array per pruned weight.
         step: if given, stored as every wrapper's `pruning_step`.
     """
@@ -677,11 +685,15 @@ def assign_masks(wrappers, masks, step=None):
     tensors = [w._mask_tensors(ms) for w, ms in zip(wrappers, masks)]
     key = (tuple(id(w) for w in wrappers), step is None)
     cache = wrappers[0]._assign_fns
+
+    def assign(all_masks, step_value, wrappers=tuple(wrappers)):
+        for w, ms in zip(wrappers, all_masks):
+            w._assign_masks_graph(ms, step_value)
+
     fn = cache.get(key)
     if fn is None:
-        def assign(all_masks, step_value, wrappers=tuple(wrappers)):
-            for w, ms in zip(wrappers, all_masks):
-                w._assign_masks_graph(ms, step_value)
-
+        cache[key] = "seen once"
+        fn = assign
+    elif fn == "seen once":
         fn = cache[key] = backend.compile_assign(assign)
     fn(tensors, None if step is None else np.asarray(int(step), STEP_DTYPE))

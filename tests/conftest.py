@@ -22,6 +22,8 @@ TENSORFLOW_ONLY = {
     "test_custom_loop.py",
     "test_cli.py",
     "test_notebooks.py",
+    # keras-hub installs tensorflow-text, hence TensorFlow: tested there.
+    "test_kerashub.py",
 }
 
 

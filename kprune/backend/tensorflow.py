@@ -14,10 +14,15 @@ def compile_assign(fn):
 
 
 def _numpy(grads, variables):
-    return [
-        np.zeros(tuple(v.shape), np.dtype(v.dtype)) if g is None else np.asarray(g)
-        for g, v in zip(grads, variables)
-    ]
+    out = []
+    for g, v in zip(grads, variables):
+        if g is None:
+            out.append(np.zeros(tuple(v.shape), np.dtype(v.dtype)))
+        else:
+            if isinstance(g, tf.IndexedSlices):  # embeddings: sparse gradients
+                g = tf.convert_to_tensor(g)
+            out.append(np.asarray(g))
+    return out
 
 
 def _watch(tape, variables):
