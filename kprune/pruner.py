@@ -118,6 +118,9 @@ class Pruner:
         """
         for w in self.wrappers:
             w._armed = True
+        fn = getattr(self.model, "train_function", None)
+        if isinstance(fn, _RequireCallback):
+            self.model.train_function = fn.fn
         stored = [w.step for w in self.wrappers]
         self._step = max([0, optimizer_iterations(self.model)] + stored)
         self._update(self._step, self._step)
@@ -127,15 +130,18 @@ class Pruner:
     def stop(self):
         """Disarms the wrappers after training (see `PruningCallback`).
 
-        The model's compiled train function is dropped, so that a later `fit`
-        without the callback retraces and raises the missing-callback error
-        again instead of training with a frozen schedule.
+        The model's compiled train function is kept, behind a guard: a later
+        `fit` without the callback raises the missing-callback error at its
+        first step (before any weight changes) instead of training with a
+        frozen schedule, and a later `fit` with the callback runs the same
+        compiled function, with no retracing.
         """
         self.sync()
         for w in self.wrappers:
             w._armed = False
-        if self.wrappers and getattr(self.model, "train_function", None) is not None:
-            self.model.train_function = None
+        fn = getattr(self.model, "train_function", None)
+        if self.wrappers and fn is not None and not isinstance(fn, _RequireCallback):
+            self.model.train_function = _RequireCallback(fn, self.model, self.wrappers)
 
     def is_due(self, n=1):
         """Whether `step(n)` will update any mask."""
@@ -244,6 +250,24 @@ class Pruner:
                 f"kprune: step {step}: updated {len(wrappers)} layer mask(s), "
                 f"sparsity {1 - kept / max(total, 1):.4f}"
             )
+
+
+class _RequireCallback:
+    """A compiled train function that refuses to run unless the pruned
+    layers are armed (a `PruningCallback` in this `fit`, or `Pruner.start()`).
+    """
+
+    def __init__(self, fn, model, wrappers):
+        self.fn, self.model, self.wrappers = fn, model, wrappers
+
+    def __call__(self, *args, **kwargs):
+        if not any(w._armed for w in self.wrappers):
+            from kprune.wrapper import _NO_CALLBACK_MESSAGE  # noqa: PLC0415
+
+            if args:
+                backend.restore_train_state(self.model, args[0])
+            raise ValueError(_NO_CALLBACK_MESSAGE.format(name=self.wrappers[0].layer.name))
+        return self.fn(*args, **kwargs)
 
 
 def optimizer_iterations(model):

@@ -23,6 +23,9 @@ per backend lives in one small module each (`tensorflow.py`, `jax.py`,
   train step (at trace time) so that they see the masks of the step's state.
   `masks_visible()` says whether a step being traced now does (False on JAX
   in a model class whose own `train_step` replaces Keras').
+* `restore_train_state(model, state)`: puts back the variables that JAX's
+  `fit` purged into the train function's `state`, when kprune stops a step
+  from running (a no-op elsewhere).
 
 The module is chosen by `keras.backend.backend()` when kprune is imported.
 TensorFlow is imported only by `tensorflow.py`, so `import kprune` works with
@@ -43,6 +46,7 @@ __all__ = [
     "float64_scope",
     "read_mask",
     "masks_visible",
+    "restore_train_state",
 ]
 
 name = keras.backend.backend()
@@ -60,3 +64,4 @@ hvp_fn = _impl.hvp_fn
 float64_scope = _impl.float64_scope
 read_mask = _impl.read_mask
 masks_visible = _impl.masks_visible
+restore_train_state = _impl.restore_train_state

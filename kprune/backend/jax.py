@@ -140,6 +140,13 @@ def _restore(model, state):
                 v._direct_assign(value)
 
 
+def restore_train_state(model, state):
+    """Called when a train function refuses to run: `fit` has purged the
+    variables into `state`; put them back."""
+    if isinstance(state, (tuple, list)) and len(state) >= 2:
+        _restore(model, state)
+
+
 def _keep_weights_on_failure(make_train_function):
     """Wraps Keras' JAX `make_train_function` so that a train step that fails
     (for example the missing-callback error, raised while the step is traced)

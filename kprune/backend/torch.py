@@ -73,6 +73,10 @@ def float64_scope():
     return contextlib.nullcontext()
 
 
+def restore_train_state(model, state):
+    """Nothing to restore: `fit` keeps the variables on this backend."""
+
+
 def masks_visible():
     """Constraints always see the mask variables on this backend."""
     return True
