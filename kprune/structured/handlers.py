@@ -860,8 +860,8 @@ def register_handler(layer_cls, handler):
     """
     if not (isinstance(layer_cls, type) and issubclass(layer_cls, keras.Operation)):
         raise TypeError(
-            f"layer_cls must be a keras.layers.Layer (or keras.Operation) subclass, "
-            f"got {layer_cls!r}.")
+            f"layer_cls must be a keras.layers.Layer subclass (or a keras.Operation "
+            f"subclass for keras.ops nodes), got {layer_cls!r}.")
     if handler is None:
         _REGISTRY.pop(layer_cls, None)
         return
