@@ -221,7 +221,7 @@ class NormalizationHandler(PassthroughHandler):
                  "mean": "stat", "variance": "stat"}
         out = []
         for v in layer.weights:
-            if v.name == "count" and not v.shape:
+            if v.name == "count":
                 continue  # keras.layers.Normalization's sample count
             if v.name not in roles:
                 raise Unsupported(f"unexpected weight {v.name!r}")
@@ -588,19 +588,20 @@ class ScaleHandler(PassthroughHandler):
     """A per-channel scale such as ConvNeXt's LayerScale (`x * gamma`).
 
     Args:
-        weight: the scale's weight name.
+        weight: the scale's weight name (None: the layer's only weight).
         width_key: config key of the channel count (None: none).
     """
 
-    def __init__(self, weight="gamma", width_key="projection_dim"):
+    def __init__(self, weight=None, width_key="projection_dim"):
         self.weight = weight
         self.width_key = width_key
 
     def slots(self, layer, in_ids, out_ids):
-        names = {v.name for v in layer.weights}
-        if names != {self.weight}:
-            raise Unsupported(f"expected one weight {self.weight!r}, got {sorted(names)}")
-        return [Slot(self.weight, 0, in_ids[0], "gamma")]
+        ws = [v for v in layer.weights if self.weight in (None, v.name)]
+        if len(ws) != 1 or len(layer.weights) != 1 or tuple(ws[0].shape) != (len(in_ids[0]),):
+            raise Unsupported(f"expected one weight of shape ({len(in_ids[0])},), got "
+                              f"{[(v.name, tuple(v.shape)) for v in layer.weights]}")
+        return [Slot(weight_key(layer, ws[0]), 0, in_ids[0], "gamma")]
 
     def new_config(self, layer, config, out_widths):
         if self.width_key in config:

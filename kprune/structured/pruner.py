@@ -211,6 +211,14 @@ class ChannelPruner:
             keep_sub = masking.select_top_k(choose, k)
             rem = np.zeros(g.size, dtype=bool)
             rem[~g.frozen] = ~keep_sub
+            # Every producer keeps a channel: a concat branch whose channels all
+            # rank low (ties through Add to a wider residual) must not vanish.
+            for m in g.members:
+                if m.role != "out":
+                    continue
+                chans = np.unique(m.channel[m.channel >= 0])
+                if chans.size and rem[chans].all():
+                    rem[chans[int(np.argmax(s[chans]))]] = False
             if rem.any():
                 removed[gi] = rem
 

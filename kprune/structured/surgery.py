@@ -174,7 +174,15 @@ def _rebuild(model, weights, configs, custom_objects=None):
     layers = _leaf_layers(model)
     custom = {}
     _edit(config, "", configs, layers, custom)
-    scope = {**(custom_objects or {}), **custom}
+    # The live classes of custom layers (e.g. keras.applications' LayerScale):
+    # the model is rebuilt in this process, so no registration is needed.
+    live = {}
+    for layer in layers.values():
+        cls = type(layer)
+        if not cls.__module__.startswith("keras.src.layers"):
+            live[cls.__name__] = cls
+            live[keras.saving.get_registered_name(cls)] = cls
+    scope = {**live, **(custom_objects or {}), **custom}
     try:
         with keras.saving.custom_object_scope(scope):
             if isinstance(model, keras.Sequential):
