@@ -318,3 +318,19 @@ def test_subclass_of_builtin_is_not_assumed():
 
     assert get_handler(L.Conv2D(2, 1)) is not None
     assert get_handler(MyConv(2, 1)) is None
+
+
+def test_keras_hub_transformer_blocks_prune_mlp_width(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    x = keras.Input((6, 16))
+    h = L.Dense(16, name="inp")(x)
+    h = keras_hub.layers.TransformerEncoder(intermediate_dim=32, num_heads=4, name="enc")(h)
+    h = keras_hub.layers.TransformerDecoder(intermediate_dim=24, num_heads=4, name="dec")(h)
+    model = randomize(keras.Model(x, L.Dense(2, name="head")(h)))
+    pruner, thin, x = check_equivalent(model, pruning_ratio=0.5)
+    assert thin.get_layer("enc").intermediate_dim == 16
+    assert thin.get_layer("dec").intermediate_dim == 12
+    assert "key_dim = hidden_dim // num_heads" in pruner.graph.report()
+    path = str(tmp_path / "hub.keras")
+    thin.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path)(x), thin(x), atol=1e-6)

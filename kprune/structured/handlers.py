@@ -64,6 +64,7 @@ __all__ = [
     "RNNHandler",
     "BidirectionalHandler",
     "GroupNormalizationHandler",
+    "KerasHubTransformerHandler",
     "operation_label",
     "weight_key",
     "find_weight",
@@ -826,6 +827,56 @@ class BidirectionalHandler(LayerHandler):
         return config
 
 
+class KerasHubTransformerHandler(LayerHandler):
+    """KerasHub's TransformerEncoder / TransformerDecoder: the MLP's hidden width.
+
+    The feed-forward `intermediate_dim` is pruned (exact). The hidden size and
+    the heads are kept: KerasHub derives `key_dim = hidden_dim // num_heads`
+    from the config, so a thinner config cannot express fewer heads of the
+    same size. Extra inputs (the encoder sequence, masks) are kept.
+    """
+
+    kind = "prune_out"
+
+    def out_ids(self, layer, in_ids, ctx):
+        if len(ctx.output_shapes) != 1:
+            raise Unsupported("expected one output (no cache)")
+        for ids in in_ids:
+            ctx.freeze(ids, f"hidden size of {operation_label(layer)} is kept (KerasHub derives "
+                            f"key_dim = hidden_dim // num_heads)")
+        ctx.inner("intermediate", ctx.fresh(layer.intermediate_dim, part="feedforward"))
+        return [in_ids[0]]
+
+    def slots(self, layer, in_ids, out_ids, ctx=None):
+        mlp = ctx.inner_ids["intermediate"]
+        keys = {weight_key(layer, v) for v in layer.weights}
+        up, down = "feedforward_intermediate_dense", "feedforward_output_dense"
+        if f"{up}/kernel" not in keys or f"{down}/kernel" not in keys:
+            raise Unsupported("feed-forward weights not found")
+        out = [Slot(f"{up}/kernel", 1, mlp, "out"), Slot(f"{down}/kernel", 0, mlp, "in")]
+        if f"{up}/bias" in keys:
+            out.append(Slot(f"{up}/bias", 0, mlp, "bias"))
+        return out
+
+    def new_config(self, layer, config, out_widths, in_widths=None, inner=None):
+        config["intermediate_dim"] = int(inner["intermediate"])
+        return config
+
+
+def _register_keras_hub(cls):
+    """Registers the KerasHub handlers when a KerasHub layer is first seen."""
+    import importlib  # noqa: PLC0415
+
+    try:
+        layers = importlib.import_module("keras_hub.layers")
+    except ImportError:  # pragma: no cover
+        return
+    for name in ("TransformerEncoder", "TransformerDecoder"):
+        hub_cls = getattr(layers, name, None)
+        if hub_cls is not None and hub_cls not in _REGISTRY:
+            _REGISTRY[hub_cls] = KerasHubTransformerHandler()
+
+
 class TwoInputScaleMergeHandler(MergeHandler):
     """InceptionResNetV2's CustomScaleLayer: `inputs[0] + inputs[1] * scale`."""
 
@@ -873,7 +924,10 @@ def register_handler(layer_cls, handler):
 
 def get_handler(layer):
     """The handler for `layer`'s (or operation's) exact class, or None if it is unknown."""
-    return _REGISTRY.get(type(layer))
+    cls = type(layer)
+    if cls not in _REGISTRY and cls.__module__.startswith("keras_hub."):
+        _register_keras_hub(cls)
+    return _REGISTRY.get(cls)
 
 
 def registered_handlers():
