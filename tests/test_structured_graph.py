@@ -37,6 +37,16 @@ def test_private_keras_surface():
     add = model.get_layer("b1_add")._inbound_nodes[0]
     assert len(add.input_tensors) == 2
     assert all(hasattr(t, "_keras_history") for t in add.input_tensors)
+    # Node.arguments (args/kwargs of the call) and the path of a variable:
+    # read by the keras.ops and MultiHeadAttention handlers.
+    x = keras.Input((4, 8))
+    y = x * 3.0
+    op_node = y._keras_history[0]._inbound_nodes[0]
+    assert op_node.arguments.args[0] is x and op_node.arguments.args[1] == 3.0
+    assert isinstance(y._keras_history[0], keras.Operation)
+    mha = L.MultiHeadAttention(2, 4, name="mha")
+    mha(x, x)
+    assert mha.path == "mha" and mha.weights[0].path == "mha/query/kernel"
 
 
 def test_model_nodes_topological():

@@ -17,7 +17,13 @@ module relies on these private attributes (pinned by
   call that produced the tensor;
 * `Operation._inbound_nodes[node_index]`: that call's `Node`;
 * `Node.input_tensors` / `Node.output_tensors` (public properties of the
-  private `Node` class).
+  private `Node` class);
+* `Node.arguments.args` / `.kwargs`: the call's arguments (constants of
+  `keras.ops` nodes, MultiHeadAttention's query/value/key).
+
+Nested functional and Sequential models are walked into (their layers are
+named `"outer/inner"` in paths); a nested model called twice, or subclassed,
+is kept whole.
 
 `model.inputs`, `model.outputs`, `model.layers` and `layer.weights` are public.
 """

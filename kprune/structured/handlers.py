@@ -155,7 +155,12 @@ class LayerHandler:
         raise NotImplementedError
 
     def slots(self, layer, in_ids, out_ids):
-        """Returns the `Slot`s of the layer's weights (may be empty)."""
+        """Returns the `Slot`s of the layer's weights (may be empty).
+
+        An override may take `ctx=` as well (to read `ctx.inner_ids` or
+        `ctx.node`). A `Slot.weight` is the variable's `weight_key`: its name,
+        or its path below the layer when the name is not unique.
+        """
         return []
 
     def new_config(self, layer, config, out_widths):
