@@ -1,7 +1,7 @@
 """Benchmark: structured channel pruning, speed and quality.
 
-Speed: keras.applications MobileNetV2 and ResNet50 (weights=None, 224x224,
-batch 1) with 50% of every prunable group's channels removed (L1). Both the
+Speed: keras.applications MobileNetV2, MobileNetV3Small, EfficientNetB0 and
+ResNet50 (weights=None, 224x224, batch 1) with 50% of every prunable group's channels removed (L1). Both the
 dense and the pruned model are converted to float32 TFLite and timed with
 `ai_edge_litert.interpreter.Interpreter` (XNNPACK delegate, the default;
 num_threads=1), interleaved in one run: dense and pruned alternate, so both
@@ -76,7 +76,8 @@ def speed(runs=30, ratio=0.5, round_to=None):
     print(header)
     for name, build in (
         ("MobileNetV2", lambda: keras.applications.MobileNetV2(weights=None)),
-        ("MobileNetV3Small", lambda: keras.applications.MobileNetV3Small(weights=None)),
+        ("MobileNetV3Small", lambda: keras.applications.MobileNetV3Small(
+            weights=None, input_shape=(224, 224, 3))),
         ("EfficientNetB0", lambda: keras.applications.EfficientNetB0(weights=None)),
         ("ResNet50", lambda: keras.applications.ResNet50(weights=None)),
     ):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import numbers
 
-import numpy as np
 
 __all__ = ["PruningPlan", "check_ratio"]
 
