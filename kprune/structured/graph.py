@@ -408,7 +408,10 @@ class DependencyGraph:
             elif self._calls[id(layer)] > 1:
                 reason = (f"layer is called {self._calls[id(layer)]} times (shared weights): "
                           f"its calls would have to be pruned alike; kept whole")
-            elif any(s[-1] is None for s in ctx.output_shapes + ctx.input_shapes if len(s)):
+            elif any(s[-1] is None for s in ctx.output_shapes if len(s)) or any(
+                    len(s) and s[-1] is None and len(i) for s, i in zip(ctx.input_shapes, ins)):
+                # (an input of unknown width, such as token ids or a padding
+                # mask of unknown length, carries no channel ids: allowed)
                 reason = "channel dimension is not static"
             outs, slots = None, []
             if reason is None:

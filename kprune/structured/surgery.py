@@ -171,6 +171,13 @@ def _get(model, path):
 
 def _rebuild(model, weights, configs, custom_objects=None):
     config = copy.deepcopy(model.get_config())
+    if "layers" not in config:
+        raise ValueError(
+            f"Channel pruning cannot rebuild model {model.name!r} "
+            f"({type(model).__name__}): its get_config() holds constructor arguments "
+            f"(e.g. a KerasHub backbone), not the layer graph, so a thinner layer cannot be "
+            f"described. Rebuild it as a plain functional model first: "
+            f"`keras.Model(model.inputs, model.outputs)`.")
     layers = _leaf_layers(model)
     custom = {}
     _edit(config, "", configs, layers, custom)
