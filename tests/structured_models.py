@@ -81,8 +81,12 @@ def check_equivalent(model, atol=1e-5, **kwargs):
     return pruner, thin, x
 
 
-def check_save_and_tflite(thin, x, tmp_path, atol=1e-4):
-    """Round-trips through .keras and runs the TFLite conversion."""
+def check_save_and_tflite(thin, x, tmp_path, atol=1e-4, static_batch=False):
+    """Round-trips through .keras and runs the TFLite conversion.
+
+    `static_batch=True` converts a concrete function of `x`'s shape (RNNs:
+    the TFLite converter lowers their loops only with a static batch).
+    """
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
@@ -91,7 +95,12 @@ def check_save_and_tflite(thin, x, tmp_path, atol=1e-4):
     loaded = keras.saving.load_model(path)
     ref = keras.ops.convert_to_numpy(thin(x))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), ref, rtol=0, atol=1e-6)
-    flat = tf.lite.TFLiteConverter.from_keras_model(thin).convert()
+    if static_batch:
+        inp = keras.Input(batch_shape=x.shape, dtype=str(x.dtype))
+        static = keras.Model(inp, thin(inp))
+        flat = tf.lite.TFLiteConverter.from_keras_model(static).convert()
+    else:
+        flat = tf.lite.TFLiteConverter.from_keras_model(thin).convert()
     interp = Interpreter(model_content=flat)
     inp = interp.get_input_details()[0]
     interp.resize_tensor_input(inp["index"], x.shape)
@@ -188,3 +197,151 @@ def inverted_residual_model():
     h = L.GlobalAveragePooling2D()(h)
     out = L.Dense(4, activation="softmax", name="head")(h)
     return keras.Model(x, out, name="mini_mobilenet")
+
+
+def check_approximate(model, **kwargs):
+    """Prunes a model whose plan has approximate groups: prune() verifies the
+    exact part, and the plan and report name the approximate groups."""
+    from kprune.structured import ChannelPruner
+
+    before = snapshot(model)
+    pruner = ChannelPruner(model, **kwargs)
+    plan = pruner.plan()
+    assert plan.approximate, plan.report()
+    assert "Approximate groups" in pruner.report()
+    thin = pruner.prune()  # verify=True: raises if the exact groups differ
+    assert pruner.verified_difference is not None and pruner.verified_difference <= 1e-4
+    assert thin.count_params() < model.count_params()
+    assert_same_snapshot(before, snapshot(model))
+    return pruner, thin, inputs_for(model)
+
+
+# --- edge cases of issue 10 ---------------------------------------------------
+
+
+def ops_model():
+    """keras.ops nodes: hard-swish written with + 3 and * (1/6), a binary op
+    between two tensors, a mean over space and a scalar subtraction."""
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(8, 3, padding="same", name="c1")(x)
+    h = h * (L.ReLU(6.0)(h + 3.0) * (1.0 / 6.0))
+    g = L.Conv2D(8, 1, name="c2")(h)
+    h = keras.ops.add(h, g) - 0.5
+    s = keras.ops.mean(h, axis=(1, 2), keepdims=True)
+    h = h * keras.ops.sigmoid(s)
+    h = L.Conv2D(6, 1, name="c3")(h)
+    out = L.Dense(3, name="head")(L.GlobalAveragePooling2D()(h))
+    return keras.Model(x, out, name="ops_model")
+
+
+def se_block_model():
+    """EfficientNet's squeeze-excite: GAP -> Reshape((1, 1, C)) -> conv -> conv -> *."""
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(16, 3, padding="same", activation="swish", name="expand")(x)
+    s = L.GlobalAveragePooling2D(name="se_squeeze")(h)
+    s = L.Reshape((1, 1, 16), name="se_reshape")(s)
+    s = L.Conv2D(4, 1, activation="swish", name="se_reduce")(s)
+    s = L.Conv2D(16, 1, activation="sigmoid", name="se_expand")(s)
+    h = L.multiply([h, s], name="se_excite")
+    h = L.Conv2D(8, 1, name="project")(h)
+    out = L.Dense(3, name="head")(L.Flatten()(h))
+    return keras.Model(x, out, name="se_block")
+
+
+def token_reshape_model():
+    """[N, H, W, C] -> [N, H*W, C] tokens, a Permute that keeps the channels
+    last, and an ops.reshape back."""
+    x = keras.Input((4, 4, 3))
+    h = L.Conv2D(8, 2, strides=2, name="patch")(x)
+    h = L.Reshape((4, 8), name="tokens")(h)
+    h = L.Dense(12, activation="relu", name="mlp")(h)
+    h = L.Permute((1, 2), name="keep_last")(h)
+    h = keras.ops.reshape(h, (-1, 2, 2, 12))
+    h = L.Conv2D(6, 1, name="after")(h)
+    out = L.Dense(3, name="head")(L.Flatten()(h))
+    return keras.Model(x, out, name="token_reshape")
+
+
+def grouped_conv_model():
+    """Conv2D(groups=2) (whole groups go) and Conv2D(groups=C) (a depthwise conv)."""
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(8, 1, name="a")(x)
+    h = L.Conv2D(8, 3, padding="same", groups=4, name="grouped")(h)
+    h = L.ReLU()(h)
+    h = L.Conv2D(12, 1, name="b")(h)
+    h = L.Conv2D(12, 3, padding="same", groups=12, name="dw_as_grouped")(h)
+    h = L.Conv2D(6, 1, name="c")(h)
+    out = L.Dense(3, name="head")(L.GlobalAveragePooling2D()(h))
+    return keras.Model(x, out, name="grouped_conv")
+
+
+def vit_encoder(dim=16, heads=4, mlp=32, depth=2):
+    """A ViT-style pre-LN encoder from keras.layers: patches, MHA, MLP."""
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(dim, 4, strides=4, name="patch")(x)
+    h = L.Reshape((4, dim), name="tokens")(h)
+    for i in range(depth):
+        a = L.LayerNormalization(name=f"ln{i}a")(h)
+        a = L.MultiHeadAttention(heads, dim // heads, name=f"mha{i}")(a, a)
+        h = L.Add(name=f"res{i}a")([h, a])
+        m = L.LayerNormalization(name=f"ln{i}b")(h)
+        m = L.Dense(mlp, activation="gelu", name=f"mlp{i}_up")(m)
+        m = L.Dense(dim, name=f"mlp{i}_down")(m)
+        h = L.Add(name=f"res{i}b")([h, m])
+    h = L.LayerNormalization(name="ln_final")(h)
+    h = L.GlobalAveragePooling1D()(h)
+    out = L.Dense(3, name="head")(h)
+    return keras.Model(x, out, name="vit")
+
+
+def bert_encoder(vocab=20, seq=6, dim=16, heads=4, mlp=32):
+    """A BERT-style post-LN encoder: token + segment embeddings, MHA, MLP."""
+    tok = keras.Input((seq,), dtype="int32", name="tokens")
+    seg = keras.Input((seq,), dtype="int32", name="segments")
+    h = L.Add(name="embed")([L.Embedding(vocab, dim, name="tok_emb")(tok),
+                             L.Embedding(10, dim, name="seg_emb")(seg)])
+    h = L.LayerNormalization(name="emb_ln")(h)
+    a = L.MultiHeadAttention(heads, dim // heads, name="mha")(h, h)
+    h = L.LayerNormalization(name="ln1")(L.Add()([h, a]))
+    m = L.Dense(mlp, activation="gelu", name="mlp_up")(h)
+    m = L.Dense(dim, name="mlp_down")(m)
+    h = L.LayerNormalization(name="ln2")(L.Add()([h, m]))
+    cls = h[:, 0]
+    out = L.Dense(2, name="head")(cls)
+    return keras.Model([tok, seg], out, name="bert")
+
+
+def rnn_text_model():
+    """Embedding -> LSTM -> Bidirectional(GRU) -> SimpleRNN -> head."""
+    x = keras.Input((7,), dtype="int32")
+    h = L.Embedding(30, 8, name="emb")(x)
+    h = L.LSTM(12, return_sequences=True, name="lstm")(h)
+    h = L.Bidirectional(L.GRU(6, return_sequences=True), name="bigru")(h)
+    h = L.SimpleRNN(10, name="srnn")(h)
+    out = L.Dense(3, name="head")(h)
+    return keras.Model(x, out, name="rnn_text")
+
+
+def layernorm_mlp():
+    """Dense -> LayerNormalization -> Dense: an approximate group."""
+    x = keras.Input((6,))
+    h = L.Dense(16, name="a")(x)
+    h = L.LayerNormalization(name="ln")(h)
+    h = L.Dense(8, activation="relu", name="b")(h)
+    return keras.Model(x, L.Dense(2, name="head")(h), name="ln_mlp")
+
+
+def group_norm_model():
+    x = keras.Input((6, 6, 3))
+    h = L.Conv2D(8, 3, name="a")(x)
+    h = L.GroupNormalization(groups=4, name="gn")(h)
+    h = L.Conv2D(6, 1, name="b")(h)
+    return keras.Model(x, L.Dense(2, name="head")(L.Flatten()(h)), name="gn_model")
+
+
+def lambda_model():
+    x = keras.Input((6, 6, 3))
+    h = L.Conv2D(8, 3, name="a")(x)
+    h = L.Lambda(lambda t: t * 2.0, name="double")(h)
+    h = L.Conv2D(6, 1, name="b")(h)
+    return keras.Model(x, L.Dense(2, name="head")(L.Flatten()(h)), name="lambda_model")

@@ -40,3 +40,33 @@ def test_width_report_before_after():
     assert count_flops(thin) < count_flops(model)
     lines = []
     assert width_report(model, thin, print_fn=lines.append) is None and lines
+
+
+def test_count_flops_with_keras_ops_nodes():
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 1, name="c")(x)  # 8*8*3*4 MACs
+    h = keras.ops.relu(h + 3.0) * (1.0 / 6.0)
+    out = L.Dense(2, name="d")(keras.ops.mean(h, axis=(1, 2)))  # 4*2
+    assert count_flops(keras.Model(x, out), per_layer=True) == {"c": 2 * 768, "d": 2 * 8}
+
+
+def test_count_flops_unknown_spatial_needs_input_shape():
+    import pytest
+
+    x = keras.Input((None, None, 3))
+    h = L.Conv2D(4, 3, padding="same", name="c")(x)
+    model = keras.Model(x, L.GlobalAveragePooling2D()(h))
+    with pytest.raises(ValueError, match="input_shape="):
+        count_flops(model)
+    assert count_flops(model, input_shape=(8, 8, 3)) == 2 * 8 * 8 * 3 * 3 * 3 * 4
+    assert count_flops(model, input_shape=(16, 16, 3)) == 4 * 2 * 8 * 8 * 3 * 3 * 3 * 4
+
+
+def test_count_flops_attention_and_lstm():
+    x = keras.Input((5, 8))
+    a = L.MultiHeadAttention(2, 4, name="mha")(x, x)
+    h = L.LSTM(3, name="lstm")(a)
+    per = count_flops(keras.Model(x, h), per_layer=True)
+    # q, k, v, out projections 4*5*8*8, scores and weighted sum 5*5*2*(4+4)
+    assert per["mha"] == 2 * (4 * 5 * 64 + 5 * 5 * 2 * 8)
+    assert per["lstm"] == 2 * 5 * (8 * 12 + 3 * 12)

@@ -37,6 +37,16 @@ def test_private_keras_surface():
     add = model.get_layer("b1_add")._inbound_nodes[0]
     assert len(add.input_tensors) == 2
     assert all(hasattr(t, "_keras_history") for t in add.input_tensors)
+    # Node.arguments (args/kwargs of the call) and the path of a variable:
+    # read by the keras.ops and MultiHeadAttention handlers.
+    x = keras.Input((4, 8))
+    y = x * 3.0
+    op_node = y._keras_history[0]._inbound_nodes[0]
+    assert op_node.arguments.args[0] is x and op_node.arguments.args[1] == 3.0
+    assert isinstance(y._keras_history[0], keras.Operation)
+    mha = L.MultiHeadAttention(2, 4, name="mha")
+    mha(x, x)
+    assert mha.path == "mha" and mha.weights[0].path == "mha/query/kernel"
 
 
 def test_model_nodes_topological():
@@ -91,12 +101,13 @@ def test_depthwise_multiplier():
 
 def test_unknown_layer_freezes_and_is_reported():
     x = keras.Input((8, 8, 3))
-    h = L.Conv2D(4, 1, name="a")(x)
-    h = L.Reshape((8, 16, 2), name="reshape")(h)
+    h = L.Conv2D(6, 1, name="a")(x)
+    h = L.Reshape((8, 12, 4), name="reshape")(h)  # 6 channels -> 4: no index map
     h = L.Conv2D(6, 1, name="b")(h)
     out = L.Dense(2, name="head")(L.Flatten()(h))
     graph = DependencyGraph(keras.Model(x, out))
-    assert "reshape" in graph.unknown_layers
+    assert "moves the channel axis" in graph.unknown_layers["reshape"]
+    assert "Reshape" in graph.unknown_layers["reshape"]
     assert not _group_of(graph, "a").prunable
     assert _group_of(graph, "b").prunable
     assert "reshape" in graph.report()
@@ -108,7 +119,7 @@ def test_shared_layer_is_frozen():
     h = shared(shared(L.Conv2D(4, 1, name="a")(x)))
     out = L.Dense(2, name="head")(L.GlobalAveragePooling2D()(h))
     graph = DependencyGraph(keras.Model(x, out))
-    assert "called more than once" in graph.unknown_layers["shared"]
+    assert "called 2 times (shared weights)" in graph.unknown_layers["shared"]
     assert not _group_of(graph, "a").prunable
 
 
@@ -147,9 +158,9 @@ def test_channels_first_is_not_understood():
     assert "channels_first" in graph.unknown_layers["a"]
 
 
-def test_nested_model_is_frozen():
+def test_nested_functional_model_is_walked_and_pruned():
     inner_in = keras.Input((8, 8, 4))
-    inner = keras.Model(inner_in, L.Conv2D(4, 1)(inner_in), name="inner")
+    inner = keras.Model(inner_in, L.Conv2D(4, 1, name="ic")(inner_in), name="inner")
     x = keras.Input((8, 8, 3))
     h = L.Conv2D(4, 1, name="a")(x)
     h = inner(h)
@@ -157,9 +168,23 @@ def test_nested_model_is_frozen():
     out = L.Dense(2, name="head")(L.GlobalAveragePooling2D()(h))
     model = randomize(keras.Model(x, out))
     graph = DependencyGraph(model)
-    assert "inner" in graph.unknown_layers
-    assert not _group_of(graph, "a").prunable
-    check_equivalent(model, pruning_ratio=0.5)
+    assert not graph.unknown_layers
+    assert _group_of(graph, "a").prunable and _group_of(graph, "inner/ic").prunable
+    _, thin, _ = check_equivalent(model, pruning_ratio=0.5)
+    assert thin.get_layer("inner").get_layer("ic").filters == 2
+    assert thin.get_layer("a").filters == 2
+
+
+def test_nested_model_called_twice_is_frozen():
+    inner_in = keras.Input((8, 8, 4))
+    inner = keras.Model(inner_in, L.Conv2D(4, 1, name="ic")(inner_in), name="inner")
+    x = keras.Input((8, 8, 3))
+    h = inner(inner(L.Conv2D(4, 1, name="a")(x)))
+    h = L.Conv2D(6, 1, name="b")(h)
+    out = L.Dense(2, name="head")(L.GlobalAveragePooling2D()(h))
+    graph = DependencyGraph(randomize(keras.Model(x, out)))
+    assert "called more than once" in graph.unknown_layers["inner"]
+    assert not _group_of(graph, "a").prunable and _group_of(graph, "b").prunable
 
 
 def test_inverted_residual_groups():

@@ -1,12 +1,17 @@
 """Structured (filter/channel) pruning: physically thinner Keras 3 models.
 
 The design follows Torch-Pruning (DepGraph, Fang et al. 2023), kept apart in
-four modules:
+these modules:
 
 * `graph`: the dependency graph, which channels must be removed together;
-* `handlers`: what each layer type does with channels (registry);
+* `handlers`: what each layer type (and `keras.ops` operation) does with
+  channels (registry);
 * `importance`: how channels are scored (L1/L2, BN scale, Taylor, custom);
-* `pruner`: `ChannelPruner`, which plans, and rebuilds a thinner model.
+* `plan`: `PruningPlan`, which channels go and which removals are approximate;
+* `surgery`: rebuilds the thinner (or channel-zeroed) model from a plan;
+* `verify`: checks that the thin model equals the channel-zeroed original;
+* `pruner`: `ChannelPruner`, which puts these together;
+* `iterative`: `prune_iteratively` and `ChannelPruningCallback`.
 
 Example:
 >>> from kprune.structured import ChannelPruner
@@ -17,7 +22,18 @@ Example:
 
 from kprune.structured.graph import DependencyGraph, Group, Member, model_nodes
 from kprune.structured.handlers import (
+    BidirectionalHandler,
     ConcatenateHandler,
+    ElementwiseOpHandler,
+    GroupedConvHandler,
+    GroupNormalizationHandler,
+    KerasHubTransformerHandler,
+    MultiHeadAttentionHandler,
+    PermuteHandler,
+    ReduceOpHandler,
+    ReshapeHandler,
+    RNNHandler,
+    ScaleHandler,
     DepthwiseHandler,
     FlattenHandler,
     LayerHandler,
@@ -38,21 +54,22 @@ from kprune.structured.importance import (
     TaylorImportance,
     get_importance,
 )
-from kprune.structured.pruner import (
-    ChannelPruner,
-    ChannelPruningCallback,
-    PruningPlan,
-    prune_channels,
-    prune_iteratively,
-)
+from kprune.structured.iterative import ChannelPruningCallback, prune_iteratively
+from kprune.structured.plan import PruningPlan
+from kprune.structured.pruner import ChannelPruner, prune_channels
+from kprune.structured.verify import PruningVerificationError
 
 __all__ = [
     "DependencyGraph", "Group", "Member", "model_nodes",
     "LayerHandler", "ProducerHandler", "PassthroughHandler", "NormalizationHandler",
     "DepthwiseHandler", "SeparableHandler", "MergeHandler", "ConcatenateHandler",
-    "FlattenHandler", "Slot", "Unsupported", "register_handler", "get_handler",
+    "FlattenHandler", "ReshapeHandler", "PermuteHandler", "ElementwiseOpHandler",
+    "ReduceOpHandler", "GroupedConvHandler", "ScaleHandler", "GroupNormalizationHandler",
+    "MultiHeadAttentionHandler", "RNNHandler", "BidirectionalHandler",
+    "KerasHubTransformerHandler",
+    "Slot", "Unsupported", "register_handler", "get_handler",
     "Importance", "MagnitudeImportance", "BNScaleImportance", "TaylorImportance",
     "get_importance",
     "ChannelPruner", "PruningPlan", "prune_channels", "prune_iteratively",
-    "ChannelPruningCallback",
+    "ChannelPruningCallback", "PruningVerificationError",
 ]

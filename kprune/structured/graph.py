@@ -17,7 +17,13 @@ module relies on these private attributes (pinned by
   call that produced the tensor;
 * `Operation._inbound_nodes[node_index]`: that call's `Node`;
 * `Node.input_tensors` / `Node.output_tensors` (public properties of the
-  private `Node` class).
+  private `Node` class);
+* `Node.arguments.args` / `.kwargs`: the call's arguments (constants of
+  `keras.ops` nodes, MultiHeadAttention's query/value/key).
+
+Nested functional and Sequential models are walked into (their layers are
+named `"outer/inner"` in paths); a nested model called twice, or subclassed,
+is kept whole.
 
 `model.inputs`, `model.outputs`, `model.layers` and `layer.weights` are public.
 """
@@ -31,7 +37,8 @@ import numpy as np
 
 from kprune.structured import handlers as handlers_lib
 
-__all__ = ["DependencyGraph", "Group", "Member", "model_nodes", "check_graph_model"]
+__all__ = ["DependencyGraph", "Group", "Member", "model_nodes", "check_graph_model",
+           "resolve_layers", "accepts_argument", "is_graph_model"]
 
 
 def check_graph_model(model, what="Channel pruning"):
@@ -110,6 +117,7 @@ class Member:
     axis: int
     role: str
     channel: np.ndarray
+    layer_path: str = None
 
     @property
     def variable(self):
@@ -119,6 +127,11 @@ class Member:
     def values(self):
         """The weight as a numpy array."""
         return keras.ops.convert_to_numpy(self.variable)
+
+    @property
+    def path(self):
+        """`layer.name`, prefixed by the names of the nested models around it."""
+        return self.layer_path
 
 
 @dataclasses.dataclass
@@ -134,6 +147,9 @@ class Group:
         reasons: why channels are frozen (empty if none is).
         members: list of `Member`, every weight axis the group indexes.
         model: the model the group belongs to.
+        approximate: reasons why removing channels of this group changes
+            the kept channels' values (e.g. LayerNormalization statistics);
+            empty when removal is exact.
     """
 
     index: int
@@ -144,6 +160,7 @@ class Group:
     members: list
     model: keras.Model = dataclasses.field(repr=False, default=None)
     ids: list = dataclasses.field(repr=False, default=None)
+    approximate: list = dataclasses.field(default_factory=list)
 
     @property
     def prunable(self):
@@ -188,26 +205,53 @@ class Group:
         return (
             f"Group {self.index} ({state}): producers {self.producers}; "
             f"layers {layers}" + (f"; frozen because {'; '.join(self.reasons)}" if self.reasons else "")
+            + (f"; approximate: {'; '.join(self.approximate)}" if self.approximate else "")
         )
 
 
 class _Ctx:
-    """What a handler sees while the graph is built (see `handlers`)."""
+    """What a handler sees while the graph is built (see `handlers`).
+
+    Attributes:
+        node: the node (call) being handled; `node.arguments` has its args.
+        input_shapes / output_shapes: static shapes of its tensors.
+        inner_ids: hidden axes declared so far with `inner` for this node.
+    """
 
     def __init__(self, graph):
         self._g = graph
         self.input_shapes = []
         self.output_shapes = []
         self.owner = None
+        self.node = None
+        self.inner_ids = {}
 
-    def fresh(self, n):
-        return self._g._fresh(int(n), self.owner)
+    def fresh(self, n, part=None):
+        """Allocates `n` new channel ids (a new group unless tied later).
+
+        `part` names a part of the layer (e.g. `"attention_output"`): the
+        group's producer is then `"layer/part"`, so a `{layer: ratio}` dict
+        naming the layer does not reach it.
+        """
+        owner = self.owner if part is None else f"{self.owner}/{part}"
+        return self._g._fresh(int(n), owner)
 
     def union(self, a, b):
+        """Ties ids `a[i]` and `b[i]`: they are removed together."""
         self._g._union(a, b)
 
     def freeze(self, ids, reason):
+        """These channels may not be removed, because of `reason`."""
         self._g._freeze(ids, reason)
+
+    def approximate(self, ids, reason):
+        """Removing these channels changes the kept ones a little (statistics)."""
+        for i in np.asarray(ids).tolist():
+            self._g._approx.setdefault(i, reason)
+
+    def inner(self, name, ids):
+        """Declares a hidden axis of the layer (e.g. attention heads)."""
+        self.inner_ids[name] = np.asarray(ids, dtype=np.int64)
 
 
 class DependencyGraph:
@@ -234,7 +278,7 @@ class DependencyGraph:
         check_graph_model(model)
         self.model = model
         self.nodes = model_nodes(model)
-        self.ignored = _resolve_layers(model, ignored_layers, "ignored_layers")
+        self.ignored = resolve_layers(model, ignored_layers, "ignored_layers")
         if ignored_layers is None:
             self.ignored = {t._keras_history[0].name for t in model.outputs
                             if t._keras_history[0] is not None}
@@ -243,10 +287,16 @@ class DependencyGraph:
         self._alloc_owner = []  # allocation -> producer layer name (or None)
         self._alloc_parent = []  # union-find over allocations
         self._frozen = {}  # id -> first reason
+        self._approx = {}  # id -> first reason its removal is approximate
         self.unknown_layers = {}
         self.tensor_ids = {}
         self.node_slots = {}  # id(node) -> list[Slot]
         self.node_handler = {}
+        self.node_inner = {}  # id(node) -> {hidden axis name: ids}
+        self.node_path = {}  # id(node) -> "nested/model/layer" path of the layer
+        self.layer_types = {}  # path -> class name
+        self.nested_inputs = {}  # path of a nested model's InputLayer -> its ids
+        self.nodes = []  # leaf nodes (nested models expanded), topological order
         self._build()
 
     # -- union-find ---------------------------------------------------------
@@ -301,36 +351,84 @@ class DependencyGraph:
             ids = ctx.fresh(dim if dim is not None else 0)
             self.tensor_ids[id(t)] = ids
             self._freeze(ids, "model input")
-        calls = {}
-        for node in self.nodes:
-            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
-        for node in self.nodes:
+        self._calls = {}
+        self._count_calls(model)
+        self._walk(model, "", ctx)
+        for t in model.outputs:
+            self._freeze(self._ids(t), "model output")
+        self._make_groups()
+
+    def _count_calls(self, model):
+        for node in model_nodes(model):
+            op = node.operation
+            self._calls[id(op)] = self._calls.get(id(op), 0) + 1
+            if is_graph_model(op) and self._calls[id(op)] == 1:
+                self._count_calls(op)
+
+    def _walk(self, model, prefix, ctx):
+        for node in model_nodes(model):
             layer = node.operation
+            path = prefix + layer.name
             ins = [self._ids(t) for t in node.input_tensors]
+            if is_graph_model(layer) and self._calls[id(layer)] == 1 and len(
+                    layer.inputs) == len(ins):
+                for t, ids in zip(layer.inputs, ins):
+                    self.tensor_ids[id(t)] = ids
+                    if t._keras_history[0] is not None:
+                        self.nested_inputs[path + "/" + t._keras_history[0].name] = ids
+                self._walk(layer, path + "/", ctx)
+                for t, inner in zip(node.output_tensors, layer.outputs):
+                    self.tensor_ids[id(t)] = self._ids(inner)
+                if not prefix and layer.name in self.ignored:
+                    for t in node.output_tensors:
+                        self._freeze(self._ids(t), f"output of ignored layer {layer.name!r}")
+                continue
+            self.nodes.append(node)
+            self.node_path[id(node)] = path
+            self.layer_types[path] = type(layer).__name__
             ctx.input_shapes = [tuple(t.shape) for t in node.input_tensors]
             ctx.output_shapes = [tuple(t.shape) for t in node.output_tensors]
-            ctx.owner = layer.name
+            ctx.owner = path
+            ctx.node = node
+            ctx.inner_ids = {}
             handler = handlers_lib.get_handler(layer)
+            label = handlers_lib.operation_label(layer)
             reason = None
             if handler is None:
-                reason = f"no handler for layer type {type(layer).__name__}"
-            elif calls[id(layer)] > 1:
-                reason = "layer is called more than once (shared weights)"
-            elif any(s[-1] is None for s in ctx.output_shapes + ctx.input_shapes if len(s)):
+                if isinstance(layer, keras.Model):
+                    reason = (f"nested model {layer.name!r} is called more than once"
+                              if self._calls[id(layer)] > 1 else
+                              f"nested model {layer.name!r} ({type(layer).__name__}) "
+                              f"is not a functional graph")
+                elif isinstance(layer, keras.layers.Layer):
+                    reason = f"no handler for layer type {type(layer).__name__}"
+                else:
+                    reason = (f"no handler for keras.ops operation "
+                              f"{type(layer).__module__.rsplit('.', 1)[-1]}.{type(layer).__name__}")
+            elif self._calls[id(layer)] > 1:
+                reason = (f"layer is called {self._calls[id(layer)]} times (shared weights): "
+                          f"its calls would have to be pruned alike; kept whole")
+            elif any(s[-1] is None for s in ctx.output_shapes if len(s)) or any(
+                    len(s) and s[-1] is None and len(i) for s, i in zip(ctx.input_shapes, ins)):
+                # (an input of unknown width, such as token ids or a padding
+                # mask of unknown length, carries no channel ids: allowed)
                 reason = "channel dimension is not static"
             outs, slots = None, []
             if reason is None:
                 try:
                     outs = handler.out_ids(layer, ins, ctx)
                     if len(outs) != len(node.output_tensors) or any(
-                        len(o) != s[-1] for o, s in zip(outs, ctx.output_shapes)
+                        len(o) != (s[-1] if len(s) else 1) for o, s in zip(outs, ctx.output_shapes)
                     ):
                         raise handlers_lib.Unsupported(
                             "handler's channel ids do not match the output shape"
                         )
-                    slots = handler.slots(layer, ins, outs)
+                    if _accepts(handler.slots, "ctx"):
+                        slots = handler.slots(layer, ins, outs, ctx=ctx)
+                    else:
+                        slots = handler.slots(layer, ins, outs)
                     for s in slots:
-                        w = _weight(layer, s.weight)
+                        w = handlers_lib.find_weight(layer, s.weight)
                         if w is None or w.shape[s.axis] != len(s.ids):
                             raise handlers_lib.Unsupported(
                                 f"weight {s.weight!r} does not match its channel ids"
@@ -338,26 +436,25 @@ class DependencyGraph:
                 except handlers_lib.Unsupported as e:
                     reason = str(e)
             if reason is not None:
-                self.unknown_layers[layer.name] = reason
+                self.unknown_layers[path] = f"{label}: {reason}" if handler is not None else reason
                 for i in ins:
-                    self._freeze(i, f"input of {layer.name!r} ({reason})")
+                    self._freeze(i, f"input of {label} ({reason})")
                 outs = []
                 for s in ctx.output_shapes:
-                    o = ctx.fresh(s[-1] if len(s) and s[-1] is not None else 0)
-                    self._freeze(o, f"output of {layer.name!r} ({reason})")
+                    o = ctx.fresh(s[-1] if len(s) and s[-1] is not None else (1 if not len(s) else 0))
+                    self._freeze(o, f"output of {label} ({reason})")
                     outs.append(o)
                 slots = []
                 handler = None
+                ctx.inner_ids = {}
             self.node_handler[id(node)] = handler
             self.node_slots[id(node)] = slots
+            self.node_inner[id(node)] = dict(ctx.inner_ids)
             for t, o in zip(node.output_tensors, outs):
                 self.tensor_ids[id(t)] = np.asarray(o, dtype=np.int64)
-            if layer.name in self.ignored:
+            if not prefix and layer.name in self.ignored:
                 for o in outs:
                     self._freeze(o, f"output of ignored layer {layer.name!r}")
-        for t in model.outputs:
-            self._freeze(self._ids(t), "model output")
-        self._make_groups()
 
     def _make_groups(self):
         n = len(self._parent)
@@ -382,12 +479,13 @@ class DependencyGraph:
             self.id_channel[ids] = chan
             frozen = np.array([r in frozen_root for r in roots], dtype=bool)
             reasons = sorted({frozen_root[r] for r in roots if r in frozen_root})
+            approx = sorted({self._approx[i] for i in ids.tolist() if i in self._approx})
             producers = sorted({self._alloc_owner[a] for a in range(len(self._alloc_owner))
                                 if alloc_root[a] == key and self._alloc_owner[a] is not None})
             self.groups.append(Group(
                 index=gi, producers=producers, size=len(roots), frozen=frozen,
                 reasons=_short(reasons), members=[], model=self.model,
-                ids=[ids[chan == c] for c in range(len(roots))],
+                ids=[ids[chan == c] for c in range(len(roots))], approximate=_short(approx),
             ))
         for node in self.nodes:
             for s in self.node_slots[id(node)]:
@@ -395,13 +493,19 @@ class DependencyGraph:
                 for gi in sorted(set(gids.tolist())):
                     channel = np.where(gids == gi, self.id_channel[s.ids], -1)
                     self.groups[gi].members.append(
-                        Member(node.operation, s.weight, s.axis, s.role, channel))
+                        Member(node.operation, s.weight, s.axis, s.role, channel,
+                               self.node_path[id(node)]))
         # A group with no weights to cut (e.g. a model input) is not a group.
         self.groups = [g for g in self.groups if g.members]
         for new_index, g in enumerate(self.groups):
             g.index = new_index
 
     # -- queries ------------------------------------------------------------
+    @property
+    def approximate_groups(self):
+        """Prunable groups whose removal changes kept values (see `Group.approximate`)."""
+        return [g for g in self.prunable_groups if g.approximate]
+
     @property
     def prunable_groups(self):
         """Groups with at least one removable channel."""
@@ -434,6 +538,30 @@ class DependencyGraph:
         return "\n".join(lines)
 
 
+def is_graph_model(op):
+    """True for a functional or Sequential `keras.Model` (its graph can be read)."""
+    if not isinstance(op, keras.Model):
+        return False
+    from keras.src.models.functional import Functional  # noqa: PLC0415
+
+    return isinstance(op, (Functional, keras.Sequential))
+
+
+def _accepts(fn, name):
+    import inspect  # noqa: PLC0415
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def accepts_argument(fn, name):
+    """True when callable `fn` takes a keyword argument `name`."""
+    return _accepts(fn, name)
+
+
 def _short(reasons, limit=4):
     if len(reasons) <= limit:
         return list(reasons)
@@ -441,13 +569,10 @@ def _short(reasons, limit=4):
 
 
 def _weight(layer, name):
-    for v in layer.weights:
-        if v.name == name:
-            return v
-    return None
+    return handlers_lib.find_weight(layer, name)
 
 
-def _resolve_layers(model, layers, param):
+def resolve_layers(model, layers, param):
     """Validates a list of layer names/layers; returns a set of names."""
     if layers is None:
         return set()

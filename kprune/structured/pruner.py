@@ -3,8 +3,9 @@
 The pruner puts the pieces together: the `DependencyGraph` says which channels
 go together (groups), an importance criterion scores each group's channels,
 `kprune.masking` turns the scores into keep-sets (per group, or one global
-threshold over all groups), and the surgery rebuilds the model from its
-config with smaller `filters`/`units` and copies the kept weights.
+threshold over all groups), `kprune.structured.surgery` rebuilds the model
+with fewer channels, and `kprune.structured.verify` checks that the thin
+model computes what the channel-zeroed original computes.
 
 The caller's model is only read: `prune()` returns a NEW plain Keras model
 with the same layer names and types.
@@ -13,89 +14,53 @@ with the same layer names and types.
 from __future__ import annotations
 
 import collections.abc
-import copy
-import dataclasses
 
 import keras
 import numpy as np
 
-from kprune import checks, masking, progress
-from kprune.structured import handlers as handlers_lib
-from kprune.structured.graph import DependencyGraph, _resolve_layers, check_graph_model
+from kprune import checks, masking
+from kprune.structured import surgery
+from kprune.structured import verify as verify_lib
+from kprune.structured.graph import DependencyGraph, resolve_layers
 from kprune.structured.importance import MagnitudeImportance, get_importance
+from kprune.structured.plan import PruningPlan, check_ratio
 
-__all__ = [
-    "ChannelPruner",
-    "PruningPlan",
-    "prune_channels",
-    "prune_iteratively",
-    "ChannelPruningCallback",
-]
+__all__ = ["ChannelPruner", "prune_channels", "check_ratio_arg"]
 
 
-def _check_ratio(value, name):
-    return checks.check_sparsity(name, value, what="channels")
-
-
-def _check_ratio_arg(model, pruning_ratio, global_pruning=False):
-    """`pruning_ratio` as a float, or a dict keyed by layer *names*."""
+def check_ratio_arg(model, pruning_ratio, global_pruning=False):
+    """`pruning_ratio` as a float, or a dict keyed by layer *names* (layer
+    objects are accepted as keys and turned into their names)."""
     if isinstance(pruning_ratio, collections.abc.Mapping):
         if global_pruning:
             raise ValueError(
                 "global_pruning=True takes a single float pruning_ratio, got a dict."
             )
-        _resolve_layers(model, list(pruning_ratio), "pruning_ratio")
+        resolve_layers(model, list(pruning_ratio), "pruning_ratio")
         out = {}
         for k, v in pruning_ratio.items():
             name = k.name if isinstance(k, keras.layers.Layer) else k
             if name in out:
                 raise ValueError(f"pruning_ratio names layer {name!r} twice.")
-            out[name] = _check_ratio(v, f"pruning_ratio[{name!r}]")
+            out[name] = check_ratio(v, f"pruning_ratio[{name!r}]")
         return out
-    return _check_ratio(pruning_ratio, "pruning_ratio")
+    return check_ratio(pruning_ratio, "pruning_ratio")
 
 
-@dataclasses.dataclass
-class PruningPlan:
-    """Which channels of which group are removed.
-
-    Attributes:
-        removed: dict `group index -> bool array` (True = remove) per channel.
-        widths: dict `producer layer name -> (before, after)` output widths.
-        notes: list of strings: groups left alone and why.
-    """
-
-    graph: DependencyGraph
-    removed: dict
-    widths: dict
-    notes: list
-
-    @property
-    def num_removed(self):
-        """Total number of channels removed over all groups."""
-        return int(sum(int(r.sum()) for r in self.removed.values()))
-
-    def report(self):
-        """A per-layer before/after width table, and the notes."""
-        rows = [("layer", "type", "before", "after")]
-        for layer in self.graph.model.layers:
-            if layer.name in self.widths:
-                b, a = self.widths[layer.name]
-                rows.append((layer.name, type(layer).__name__, str(b), str(a)))
-        w = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [f"Channel pruning plan for {self.graph.model.name!r}: "
-                 f"{self.num_removed} channels removed in "
-                 f"{sum(1 for r in self.removed.values() if r.any())} groups."]
-        for r in rows:
-            lines.append("  ".join(c.ljust(x) for c, x in zip(r, w)))
-        lines.extend(self.notes)
-        if self.graph.unknown_layers:
-            lines.append("Layers not understood (their channels are kept):")
-            lines.extend(f"  {n}: {why}" for n, why in self.graph.unknown_layers.items())
-        return "\n".join(lines)
-
-    def __str__(self):
-        return self.report()
+def _check_plan(pruner, plan):
+    """`plan` must be None or a `PruningPlan` made by this pruner's graph."""
+    if plan is None:
+        return
+    if not isinstance(plan, PruningPlan):
+        raise TypeError(
+            f"plan must be a PruningPlan from ChannelPruner.plan(), or None, got "
+            f"{checks.describe(plan)}."
+        )
+    if plan.graph is not pruner.graph:
+        raise ValueError(
+            f"plan was made by another ChannelPruner (model "
+            f"{plan.graph.model.name!r}); pass a plan from this pruner's plan()."
+        )
 
 
 class ChannelPruner:
@@ -130,6 +95,8 @@ class ChannelPruner:
     Attributes:
         graph: the `DependencyGraph`.
         groups: the prunable groups (`Group`).
+        verified_difference: relative difference between the last thin model
+            and the channel-zeroed original found by `prune(verify=True)`.
 
     Example:
     >>> pruner = ChannelPruner(model, importance="l1", pruning_ratio=0.5)
@@ -151,12 +118,11 @@ class ChannelPruner:
         custom_objects=None,
         verbose=0,
     ):
-        check_graph_model(model)
         self.importance = get_importance(importance)
         global_pruning = checks.check_bool("global_pruning", global_pruning)
         from_zero_channels = checks.check_bool("from_zero_channels", from_zero_channels)
         if isinstance(pruning_ratio, collections.abc.Mapping) or not from_zero_channels:
-            pruning_ratio = _check_ratio_arg(model, pruning_ratio, global_pruning)
+            pruning_ratio = check_ratio_arg(model, pruning_ratio, global_pruning)
         if round_to is not None:
             round_to = checks.check_int("round_to", round_to, lo=1, fix="Or pass None for no rounding.")
         min_channels = checks.check_int("min_channels", min_channels, lo=1)
@@ -183,6 +149,7 @@ class ChannelPruner:
                 f"removed.\n{self.graph.report()}"
             )
         self._plan = None
+        self.verified_difference = None
 
     @property
     def groups(self):
@@ -219,7 +186,7 @@ class ChannelPruner:
         """
         ratio = self.pruning_ratio if pruning_ratio is None else pruning_ratio
         if pruning_ratio is not None:
-            ratio = _check_ratio_arg(self.model, ratio, self.global_pruning)
+            ratio = check_ratio_arg(self.model, ratio, self.global_pruning)
         force_removed = force_removed or {}
         notes, scores, ratios = [], {}, {}
         groups = self.groups
@@ -276,17 +243,29 @@ class ChannelPruner:
             keep_sub = masking.select_top_k(choose, k)
             rem = np.zeros(g.size, dtype=bool)
             rem[~g.frozen] = ~keep_sub
+            # Every producer keeps a channel: a concat branch whose channels all
+            # rank low (ties through Add to a wider residual) must not vanish.
+            for m in g.members:
+                if m.role != "out":
+                    continue
+                chans = np.unique(m.channel[m.channel >= 0])
+                if chans.size and rem[chans].all():
+                    rem[chans[int(np.argmax(s[chans]))]] = False
             if rem.any():
                 removed[gi] = rem
 
         removed_ids = self.graph.removed_ids(removed)
-        widths = {}
+        widths, inner = {}, {}
         for node in self.graph.nodes:
             handler = self.graph.node_handler[id(node)]
-            if isinstance(handler, handlers_lib.ProducerHandler):
+            path = self.graph.node_path[id(node)]
+            if handler is not None and handler.kind == "prune_out":
                 ids = self.graph.tensor_ids[id(node.output_tensors[0])]
-                widths[node.operation.name] = (len(ids), int((~removed_ids[ids]).sum()))
-        self._plan = PruningPlan(self.graph, removed, widths, notes)
+                widths[path] = (len(ids), int((~removed_ids[ids]).sum()))
+            hidden = self.graph.node_inner.get(id(node)) or {}
+            if hidden:
+                inner[path] = {k: (len(v), int((~removed_ids[v]).sum())) for k, v in hidden.items()}
+        self._plan = PruningPlan(self.graph, removed, widths, notes, inner)
         return self._plan
 
     def report(self):
@@ -295,134 +274,53 @@ class ChannelPruner:
         return self.graph.report() + "\n" + plan.report()
 
     # -- surgery ------------------------------------------------------------
-    def _sliced(self, plan, zero_only=False):
-        """New weights per layer name (sliced, or zeroed when `zero_only`)."""
-        removed_ids = self.graph.removed_ids(plan.removed)
-        weights, widths = {}, {}
-        for node in self.graph.nodes:
-            layer = node.operation
-            slots = self.graph.node_slots[id(node)]
-            handler = self.graph.node_handler[id(node)]
-            if isinstance(handler, handlers_lib.ProducerHandler):
-                out = [self.graph.tensor_ids[id(t)] for t in node.output_tensors]
-                widths[layer.name] = [int((~removed_ids[o]).sum()) for o in out]
-            if not slots:
-                continue
-            names = [v.name for v in layer.weights]
-            arrays = [keras.ops.convert_to_numpy(v).copy() for v in layer.weights]
-            for s in slots:
-                drop = removed_ids[s.ids]
-                if not drop.any():
-                    continue
-                i = names.index(s.weight)
-                if zero_only:
-                    if s.role == "stat":
-                        continue
-                    index = [slice(None)] * arrays[i].ndim
-                    index[s.axis] = np.flatnonzero(drop)
-                    arrays[i][tuple(index)] = 0
-                else:
-                    arrays[i] = np.compress(~drop, arrays[i], axis=s.axis)
-            weights[layer.name] = arrays
-        return weights, widths
-
-    def _rebuild(self, weights, widths):
-        model = self.model
-        config = copy.deepcopy(model.get_config())
-        by_name = {l.name: l for l in model.layers}
-        for entry in config.get("layers", []):
-            layer_config = entry.get("config", {})
-            name = layer_config.get("name", entry.get("name"))
-            layer = by_name.get(name)
-            if layer is not None and not isinstance(layer, keras.Model):
-                entry.pop("build_config", None)
-            if name in widths:
-                handler = handlers_lib.get_handler(layer)
-                entry["config"] = handler.new_config(layer, layer_config, widths[name])
-        with keras.saving.custom_object_scope(self.custom_objects):
-            if isinstance(model, keras.Sequential):
-                new = keras.Sequential.from_config(config)
-            else:
-                new = keras.Model.from_config(config)
-        for layer in model.layers:
-            target = new.get_layer(layer.name)
-            values = weights.get(layer.name)
-            if values is None:
-                values = layer.get_weights()
-            try:
-                target.set_weights(values)
-            except ValueError as e:  # pragma: no cover - internal consistency
-                raise RuntimeError(
-                    f"Channel surgery made inconsistent weights for layer "
-                    f"{layer.name!r}: {e}"
-                ) from e
-        return new
-
-    def prune(self, plan=None):
+    def prune(self, plan=None, verify=True, tolerance=1e-4, input_shape=None):
         """Returns a NEW, thinner model; the original is not modified.
 
         Args:
             plan: a `PruningPlan` (default: `self.plan()`).
+            verify: check, on one random batch, that the thin model equals
+                the channel-zeroed original (`masked_model()`) within
+                `tolerance`, leaving out the plan's approximate groups (see
+                `PruningPlan.approximate`). Costs one more model rebuild and
+                two forward passes; pass False to skip.
+            tolerance: largest relative difference `verify` accepts.
+            input_shape: input shape (without batch) for `verify` when the
+                model's input has unknown dimensions (default: 32 for each).
 
         Returns:
             A plain (uncompiled) keras.Model with the same layer names and
             types and fewer channels, holding the kept channels' weights.
+
+        Raises:
+            kprune.structured.PruningVerificationError: when `verify` finds a
+                difference, naming the groups at fault.
         """
         _check_plan(self, plan)
         plan = plan or self._plan or self.plan()
-        weights, widths = self._sliced(plan)
-        return self._rebuild(weights, widths)
+        thin = surgery.build_thin_model(self.graph, plan, self.custom_objects)
+        if verify:
+            self.verified_difference = verify_lib.verify_plan(
+                self.graph, plan, thin=thin, tolerance=tolerance, input_shape=input_shape,
+                custom_objects=self.custom_objects)
+        return thin
 
     def masked_model(self, plan=None):
         """A copy of the model with the removed channels zeroed, not removed.
 
         Every weight that touches a removed channel is zeroed (filters, biases,
         normalisation scales/offsets, and the next layers' input slices), so
-        its outputs equal `prune()`'s. Useful to verify the surgery.
+        its outputs equal `prune()`'s (up to the plan's approximate groups).
         """
         _check_plan(self, plan)
         plan = plan or self._plan or self.plan()
-        weights, _ = self._sliced(plan, zero_only=True)
-        return self._rebuild(weights, {})
+        return surgery.build_masked_model(self.graph, plan, self.custom_objects)
 
     def masks(self, plan=None):
-        """Keep-masks `{(layer name, weight name): float array}` of a plan."""
+        """Keep-masks `{(layer path, weight key): float array}` of a plan."""
         _check_plan(self, plan)
         plan = plan or self._plan or self.plan()
-        removed_ids = self.graph.removed_ids(plan.removed)
-        out = {}
-        for node in self.graph.nodes:
-            layer = node.operation
-            for s in self.graph.node_slots[id(node)]:
-                drop = removed_ids[s.ids]
-                if not drop.any() or s.role == "stat":
-                    continue
-                var = [v for v in layer.weights if v.name == s.weight][0]
-                key = (layer.name, s.weight)
-                m = out.get(key)
-                if m is None:
-                    m = np.ones(tuple(var.shape), dtype=np.float32)
-                index = [slice(None)] * m.ndim
-                index[s.axis] = np.flatnonzero(drop)
-                m[tuple(index)] = 0
-                out[key] = m
-        return out
-
-
-def _check_plan(pruner, plan):
-    """`plan` must be None or a `PruningPlan` made by this pruner's graph."""
-    if plan is None:
-        return
-    if not isinstance(plan, PruningPlan):
-        raise TypeError(
-            f"plan must be a PruningPlan from ChannelPruner.plan(), or None, got "
-            f"{checks.describe(plan)}."
-        )
-    if plan.graph is not pruner.graph:
-        raise ValueError(
-            f"plan was made by another ChannelPruner (model "
-            f"{plan.graph.model.name!r}); pass a plan from this pruner's plan()."
-        )
+        return surgery.channel_masks(self.graph, plan)
 
 
 def prune_channels(model, importance="l1", pruning_ratio=0.5, **kwargs):
@@ -433,7 +331,8 @@ def prune_channels(model, importance="l1", pruning_ratio=0.5, **kwargs):
         importance: see `ChannelPruner`.
         pruning_ratio: see `ChannelPruner`.
         **kwargs: other `ChannelPruner` arguments (`global_pruning`,
-            `round_to`, `ignored_layers`, `from_zero_channels`, ...).
+            `round_to`, `ignored_layers`, `from_zero_channels`, ...), and
+            `verify`, `tolerance`, `input_shape` for `ChannelPruner.prune`.
 
     Returns:
         The new, thinner keras.Model.
@@ -441,162 +340,7 @@ def prune_channels(model, importance="l1", pruning_ratio=0.5, **kwargs):
     Example:
     >>> thin = kprune.structured.prune_channels(model, pruning_ratio=0.5, round_to=8)
     """
+    prune_kwargs = {k: kwargs.pop(k) for k in ("verify", "tolerance", "input_shape")
+                    if k in kwargs}
     return ChannelPruner(model, importance=importance, pruning_ratio=pruning_ratio,
-                         **kwargs).prune()
-
-
-def _cumulative(ratio, step, steps):
-    if isinstance(ratio, dict):
-        return {k: v * step / steps for k, v in ratio.items()}
-    return ratio * step / steps
-
-
-def _step_ratio(ratio, step, steps):
-    """Ratio to apply to the current model so that, after `step` of `steps`,
-    the cumulative removed fraction is `ratio * step / steps`."""
-
-    def one(r):
-        before = 1.0 - r * (step - 1) / steps
-        after = 1.0 - r * step / steps
-        return 1.0 - after / before
-
-    if isinstance(ratio, dict):
-        return {k: one(v) for k, v in ratio.items()}
-    return one(ratio)
-
-
-def prune_iteratively(model, pruning_ratio=0.5, steps=3, fine_tune=None, verbose=0, **kwargs):
-    """Prunes in `steps` physical steps, fine-tuning after each.
-
-    After step `i` of `k`, about `pruning_ratio * i / k` of every group's
-    original channels are gone (each step prunes the current, already thinner
-    model by the matching fraction).
-
-    Args:
-        model: the model to prune (not modified).
-        pruning_ratio: final fraction (float or `{layer: ratio}` dict).
-        steps: number of pruning steps.
-        fine_tune: `fn(model, step) -> model or None`, called after each step
-            with the new thinner model (compile and fit it there). If it
-            returns None, the same model object is used for the next step.
-        verbose: 1 prints each step's plan and a progress line per step
-            (`kprune.progress`), 0 is silent.
-        **kwargs: other `ChannelPruner` arguments.
-
-    Returns:
-        The final thinner model.
-
-    Example:
-    >>> def tune(m, step):
-    ...     m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    ...     m.fit(x, y, epochs=1, verbose=0)
-    >>> thin = prune_iteratively(model, 0.5, steps=3, fine_tune=tune)
-    """
-    steps = checks.check_int("steps", steps, lo=1)
-    check_graph_model(model)
-    _check_ratio_arg(model, pruning_ratio, kwargs.get("global_pruning", False))
-    checks.check_callable("fine_tune", fine_tune, signature="fn(model, step) -> model or None")
-    checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
-    current = model
-    # Full lines (no in-place bar): each step prints its plan and the user's fine-tuning output.
-    bar = progress.Progress(steps, "prune_iteratively", verbose=1 if verbose else 0, unit="step",
-                            interactive=False)
-    for step in range(1, steps + 1):
-        pruner = ChannelPruner(current, pruning_ratio=_step_ratio(pruning_ratio, step, steps),
-                               **kwargs)
-        plan = pruner.plan()
-        if verbose:
-            print(plan.report())
-        current = pruner.prune(plan)
-        if fine_tune is not None:
-            tuned = fine_tune(current, step)
-            current = tuned if tuned is not None else current
-        bar.update(1)
-    return current
-
-
-class ChannelPruningCallback(keras.callbacks.Callback):
-    """Prunes channels during `model.fit` at given epochs; the thin model comes at the end.
-
-    `fit` trains one model object and cannot swap it for another, so during
-    training the callback *masks*: at each pruning epoch it scores the
-    channels of the model being trained, zeroes every weight of the channels
-    it removes (filters, biases, normalisation parameters and the next
-    layers' input slices), and keeps them at zero after every batch. A masked
-    model computes exactly what the thinner model computes, so the
-    remaining epochs fine-tune the thinner network. When training ends, the
-    physically thinner model is built and stored in `callback.pruned_model`
-    (the fitted model itself stays full-size, with zeros).
-
-    Args:
-        pruning_ratio: final fraction of channels removed (float or dict).
-        prune_epochs: epochs (0-based) at whose start a pruning step happens;
-            after the `i`-th of `k` steps, `pruning_ratio * i / k` is removed.
-        **kwargs: `ChannelPruner` arguments (`importance`, `round_to`, ...).
-
-    Attributes:
-        pruned_model: the thinner model after `fit` (None before).
-        plan: the last `PruningPlan`.
-
-    Example:
-    >>> cb = ChannelPruningCallback(0.5, prune_epochs=[0, 2, 4])
-    >>> model.fit(x, y, epochs=6, callbacks=[cb])
-    >>> thin = cb.pruned_model
-    """
-
-    def __init__(self, pruning_ratio=0.5, prune_epochs=(0,), **kwargs):
-        super().__init__()
-        if isinstance(prune_epochs, (str, bytes)) or not isinstance(
-            prune_epochs, collections.abc.Iterable
-        ):
-            raise TypeError(
-                f"prune_epochs must be a list of epoch indices, e.g. [0, 2, 4], got "
-                f"{checks.describe(prune_epochs)}."
-            )
-        epochs = [checks.check_int(f"prune_epochs[{i}]", e, lo=0) for i, e in enumerate(prune_epochs)]
-        if not epochs:
-            raise ValueError("prune_epochs must list at least one epoch.")
-        if len(set(epochs)) != len(epochs):
-            raise ValueError(f"prune_epochs lists an epoch twice: {epochs}; list each epoch once.")
-        self.prune_epochs = sorted(epochs)
-        if isinstance(pruning_ratio, dict):
-            for k, v in pruning_ratio.items():
-                _check_ratio(v, f"pruning_ratio[{k!r}]")
-        else:
-            _check_ratio(pruning_ratio, "pruning_ratio")
-        self.pruning_ratio = pruning_ratio
-        self.kwargs = kwargs
-        self.pruned_model = None
-        self.plan = None
-        self._pruner = None
-        self._masks = []
-
-    def on_train_begin(self, logs=None):
-        self._pruner = ChannelPruner(self.model, pruning_ratio=self.pruning_ratio, **self.kwargs)
-        self.plan = None
-        self.pruned_model = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch not in self.prune_epochs:
-            return
-        step = self.prune_epochs.index(epoch) + 1
-        ratio = _cumulative(self.pruning_ratio, step, len(self.prune_epochs))
-        forced = self.plan.removed if self.plan is not None else None
-        self.plan = self._pruner.plan(pruning_ratio=ratio, force_removed=forced)
-        by_name = {l.name: l for l in self.model.layers}
-        self._masks = []
-        for (lname, wname), m in self._pruner.masks(self.plan).items():
-            var = [v for v in by_name[lname].weights if v.name == wname][0]
-            self._masks.append((var, m))
-        self._apply()
-
-    def _apply(self):
-        for var, m in self._masks:
-            var.assign(keras.ops.multiply(var, m))
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._apply()
-
-    def on_train_end(self, logs=None):
-        if self.plan is not None:
-            self.pruned_model = self._pruner.prune(self.plan)
+                         **kwargs).prune(**prune_kwargs)
