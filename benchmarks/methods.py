@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import kprune  # noqa: E402
 from kprune import distill as distill_lib  # noqa: E402
 from kprune.structured import ChannelPruner  # noqa: E402
-from tflite_export._table import format_table  # noqa: E402
+from kprune.table import format_table  # noqa: E402
 
 SPARSITIES = (0.90, 0.95, 0.98)
 BATCH = 64

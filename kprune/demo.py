@@ -154,7 +154,7 @@ def export_demo(model, samples, export_dir=None, runs=50, repeats=5):
     import tempfile
 
     import tflite_export
-    from tflite_export.table import format_table
+    from kprune.table import format_table
 
     print("\n[export] dense and sparse .tflite files, verified against Keras, timed with LiteRT")
     with tempfile.TemporaryDirectory() as tmp:

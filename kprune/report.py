@@ -18,8 +18,8 @@ import keras
 import numpy as np
 
 from kprune.masking import DENSE_LAYOUT, Layout
-from kprune.wrapper import PruneWrapper, is_prunable, prunable_weights
-from tflite_export.table import format_table
+from kprune.wrapper import PruneWrapper, is_prunable, prunable_weights, weight_path
+from kprune.table import format_table
 
 __all__ = [
     "sparsity_report", "SparsityReport", "SparsityRow", "Pattern", "detect_pattern",
@@ -100,23 +100,30 @@ class SparsityReport:
     __repr__ = __str__
 
 
-def _weight_label(layer_name, variable):
+def _weight_label(label, variable):
     """The variable's path below its layer: 'kernel', 'query/kernel', ..."""
-    parts = variable.path.split("/")
-    owners = [i for i, part in enumerate(parts[:-1]) if part == layer_name]
-    if owners:
-        parts = parts[owners[-1] + 1:]
-    return "/".join(parts)
+    return weight_path(label.split("/")[-1], variable)
 
 
-def _rows(layer):
-    if isinstance(layer, PruneWrapper):
-        for w, m in zip(layer.prunable_weights, layer.masks):
+def _all_rows(model):
+    """`(label, variable, value, layout)` for every prunable weight of `model`:
+    first the pruned ones (`PruneWrapper`s and `PrunedModel` groups, labelled
+    by layer name or path), then any other prunable layer's weights."""
+    from kprune.prune import find_wrappers  # noqa: PLC0415
+
+    for masked in find_wrappers(model) if isinstance(model, keras.layers.Layer) else []:
+        if not getattr(masked, "built", True):
+            continue
+        for w, m, layout in zip(masked.prunable_weights, masked.masks, masked.layouts):
             value = keras.ops.convert_to_numpy(w) * keras.ops.convert_to_numpy(m)
-            yield layer.layer.name, w, value
-    elif is_prunable(layer) and layer.built:
-        for w, _ in prunable_weights(layer):
-            yield layer.name, w, keras.ops.convert_to_numpy(w)
+            yield masked.label, w, value, layout
+    layers = [model] if not isinstance(model, keras.Model) else list(
+        model._flatten_layers(include_self=False))
+    for layer in layers:
+        if isinstance(layer, keras.layers.Layer) and not isinstance(layer, PruneWrapper) \
+                and is_prunable(layer) and layer.built:
+            for w, layout in prunable_weights(layer):
+                yield layer.name, w, keras.ops.convert_to_numpy(w), layout
 
 
 def sparsity_report(model):
@@ -137,14 +144,9 @@ def sparsity_report(model):
     """
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"sparsity_report expects a Keras model or layer, got {type(model).__name__}.")
-    layers = [model] if not isinstance(model, keras.Model) else [
-        l for l in model._flatten_layers(include_self=False)
-    ]
     seen, rows = set(), []
-    for layer in layers:
-        for name, w, value in _rows(layer):
-            if id(w) in seen:
-                continue
+    for name, w, value, _ in _all_rows(model):
+        if id(w) not in seen:
             seen.add(id(w))
             rows.append(SparsityRow(
                 layer=name,
@@ -485,12 +487,9 @@ def _keras_rows(model):
         flops = count_flops(model, per_layer=True)
     except Exception:  # subclassed or unusual models: no FLOPs
         flops = None
-    layers = [l for l in model._flatten_layers(include_self=False)]
     rows, seen = [], set()
-    for layer in layers:
-        for name, w, value, layout in _rows_with_layouts(layer):
-            if id(w) in seen:
-                continue
+    for name, w, value, layout in _all_rows(model):
+        if id(w) not in seen:
             seen.add(id(w))
             rows.append(LayerRow(
                 layer=name, weight=_weight_label(name, w), shape=tuple(value.shape),
@@ -501,16 +500,6 @@ def _keras_rows(model):
             ))
     total = None if flops is None else int(sum(flops.values()))
     return rows, total
-
-
-def _rows_with_layouts(layer):
-    if isinstance(layer, PruneWrapper):
-        for w, m, layout in zip(layer.prunable_weights, layer.masks, layer.layouts):
-            value = keras.ops.convert_to_numpy(w) * keras.ops.convert_to_numpy(m)
-            yield layer.layer.name, w, value, layout
-    elif is_prunable(layer) and layer.built:
-        for w, layout in prunable_weights(layer):
-            yield layer.name, w, keras.ops.convert_to_numpy(w), layout
 
 
 def _tflite_rows(path):

@@ -14,7 +14,7 @@
 LiteRT never runs in the caller's process: files are validated, then run in
 a worker process, so a native crash raises `InterpreterCrash` naming the file.
 `tflite_export.files` (checked inputs, atomic outputs), `tflite_export.quiet`
-(TensorFlow start-up without log noise) and `tflite_export.table` (the text
+(TensorFlow start-up without log noise) and `kprune.table` (the text
 table printer) serve the command line.
 * `xnnpack_sparse_report(keras_model)`: XNNPACK sparse-inference conditions,
   layer by layer.

@@ -142,7 +142,7 @@ def _load_calibration(path):
 def _export(args):
     import numpy as np
 
-    from tflite_export.table import format_table
+    from kprune.table import format_table
     from tflite_export.benchmark import compare
     from tflite_export.convert import convert
     from tflite_export.inspect import inspect

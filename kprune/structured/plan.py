@@ -71,7 +71,7 @@ class PruningPlan:
 
     def report(self):
         """A per-layer before/after width table, the notes and approximate groups."""
-        from tflite_export._table import format_table  # noqa: PLC0415
+        from kprune.table import format_table  # noqa: PLC0415
 
         rows = []
         for path, (b, a) in self.widths.items():

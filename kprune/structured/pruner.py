@@ -21,7 +21,7 @@ import numpy as np
 from kprune import checks, masking
 from kprune.structured import surgery
 from kprune.structured import verify as verify_lib
-from kprune.structured.graph import DependencyGraph, resolve_layers
+from kprune.structured.graph import DependencyGraph, check_graph_model, resolve_layers
 from kprune.structured.importance import MagnitudeImportance, get_importance
 from kprune.structured.plan import PruningPlan, check_ratio
 
@@ -118,6 +118,7 @@ class ChannelPruner:
         custom_objects=None,
         verbose=0,
     ):
+        check_graph_model(model)
         self.importance = get_importance(importance)
         global_pruning = checks.check_bool("global_pruning", global_pruning)
         from_zero_channels = checks.check_bool("from_zero_channels", from_zero_channels)
