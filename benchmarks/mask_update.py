@@ -4,7 +4,8 @@ Times kprune's real update path (`Pruner.update_masks`: read weights, |w|
 scores, `masking.compute_masks`, `PruneWrapper.assign_masks`) on
 
 * `keras.applications.ResNet50(weights=None)` (25.6M parameters, 54 pruned
-  kernels), the target being <= 1 s on a 2-core machine;
+  kernels); targets: <= 0.1 s, and >= 2.5x faster than a global `np.sort`
+  threshold over the same weights in the same run;
 * three plain conv stacks with the same number of kernels (54) and about
   1M, 5M and 25M pruned parameters, to show how the cost scales;
 
@@ -146,9 +147,17 @@ def main():
               f"x{r['kprune_global'] / base['kprune_global']:5.1f} time, "
               f"{1e9 * r['kprune_global'] / r['params']:.1f} ns/param")
     resnet = rows[-1][1]
-    verdict = "MET" if resnet["kprune_global"] <= 1.0 else "MISSED"
+    ratio_sort = resnet["np_sort_global"] / resnet["kprune_global"]
+    ratio_layer = resnet["kprune_global"] / resnet["kprune_layer"]
     print(f"\nResNet50 global mask update: {resnet['kprune_global']:.3f} s "
-          f"(target <= 1 s: {verdict})")
+          f"(target <= 0.1 s: {'PASS' if resnet['kprune_global'] <= 0.1 else 'MISS'})")
+    print(f"  vs a global np.sort threshold: {ratio_sort:.2f}x faster "
+          f"(target >= 2.5x: {'PASS' if ratio_sort >= 2.5 else 'MISS'})")
+    print(f"  vs kprune's per-layer update: global takes {ratio_layer:.2f}x its time")
+    big = stacks[-1]
+    scale = (big["kprune_global"] / base["kprune_global"]) / (big["params"] / base["params"])
+    print(f"  scaling 1M -> 25M: time grows {scale:.2f}x as fast as the parameter count "
+          f"(1.0 = linear)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ BACKEND = keras.backend.backend()
 #: report header lists them (nothing is skipped silently).
 TENSORFLOW_ONLY = {
     "test_tflite_export.py",
+    "test_tflite_export_fuzz.py",
+    "test_tflite_export_reliability.py",
+    "test_report.py",  # `kprune report` reads .tflite files too
     "test_distributed.py",
     "test_tfmot_parity.py",
     "test_tfmot_compat.py",

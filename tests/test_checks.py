@@ -33,7 +33,7 @@ def test_check_int_range(v, lo):
 
 
 @pytest.mark.parametrize("value", [np.int8(3), np.int32(3), np.int64(3), np.uint16(3), np.array(3),
-                                   keras.Variable(3, dtype="int64")])
+                                   keras.Variable(3, dtype="int64", trainable=False)])
 def test_check_int_accepts_numpy_and_0d_integers(value):
     result = checks.check_int("n", value, lo=0)
     assert result == 3 and type(result) is int
