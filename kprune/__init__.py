@@ -9,6 +9,7 @@ pruning method.
 
 from kprune import data, masking, schedules, structured
 from kprune.at_init import init_scores, prune_at_init
+from kprune.post_training import prune_post_training
 from kprune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from kprune.flops import count_flops, count_params, width_report
 from kprune.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
@@ -38,6 +39,7 @@ __all__ = [
     "compute_mask",
     "init_scores",
     "prune_at_init",
+    "prune_post_training",
     "count_flops",
     "count_params",
     "width_report",
