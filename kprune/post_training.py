@@ -830,9 +830,9 @@ def _find_units(work, ignore, first_batch):
             names.add(layer.name)
             if not layer.weights:
                 continue
+            if layer.name in ignore["names"] or (ignore["types"] and isinstance(layer, ignore["types"])):
+                continue
             if isinstance(layer, _SUPPORTED):
-                if layer.name in ignore["names"] or (ignore["types"] and isinstance(layer, ignore["types"])):
-                    continue
                 try:
                     kernel_view(layer)
                 except ValueError as e:
