@@ -828,20 +828,31 @@ def _find_units(work, ignore, first_batch):
     for leaf in leaves:
         for layer in leaf._flatten_layers(include_self=True):
             names.add(layer.name)
-            if not layer.weights:
-                continue
-            if layer.name in ignore["names"] or (ignore["types"] and isinstance(layer, ignore["types"])):
-                continue
-            if isinstance(layer, _SUPPORTED):
-                try:
-                    kernel_view(layer)
-                except ValueError as e:
-                    left_dense.append((layer.path if layer is not leaf else layer.name, str(e)))
-                    continue
+
+    def ignored(layer):
+        return layer.name in ignore["names"] or bool(
+            ignore["types"] and isinstance(layer, ignore["types"]))
+
+    def walk(layer, top):
+        if ignored(layer):  # the layer and everything inside it stays dense
+            return
+        if isinstance(layer, _SUPPORTED) and layer.weights:
+            try:
+                kernel_view(layer)
                 candidates.append(layer)
-            elif is_prunable(layer) and not any(isinstance(s, _SUPPORTED) for s in
-                                                 layer._flatten_layers(include_self=False)):
-                left_dense.append((layer.name, f"{type(layer).__name__}: not covered by one-shot pruning"))
+            except ValueError as e:
+                left_dense.append((layer.name if top else layer.path, str(e)))
+            return
+        if is_prunable(layer) and layer.weights and not any(
+                isinstance(s, _SUPPORTED) for s in layer._flatten_layers(include_self=False)):
+            left_dense.append((layer.name if top else layer.path,
+                               f"{type(layer).__name__}: not covered by one-shot pruning"))
+            return
+        for sub in layer._flatten_layers(include_self=False, recursive=False):
+            walk(sub, False)
+
+    for leaf in leaves:
+        walk(leaf, True)
     unknown = sorted(n for n in ignore["names"] if n not in names)
     if unknown:
         raise ValueError(

@@ -445,3 +445,16 @@ def test_keras_hub_gpt2_backbone_prunes_strips_and_saves(method, tmp_path):
     assert checked == 12
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded(data)), keras.ops.convert_to_numpy(pruned(data)), atol=1e-5)
+
+
+def test_ignore_a_composite_layer_leaves_everything_inside_it_dense():
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(2, name="head")(Block2(name="block")(inp)))
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        pruned = kprune.prune_post_training(model, x, "sparsegpt", ignore=["block"], verbose=0)
+    block = pruned.get_layer("block")
+    for name in ("up", "down", "unused"):
+        assert not (keras.ops.convert_to_numpy(getattr(block, name).kernel) == 0).any()
+    assert [w.layer.name for w in kprune.prune.find_wrappers(pruned)] == ["head"]
