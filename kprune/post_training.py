@@ -212,7 +212,8 @@ def prune_post_training(
     # layer's statistics come from the already pruned earlier layers.
     work = prune_lib._clone(model, prune_lib._fresh_copy)
     paths = _path_map(model, work)
-    units, left_dense, calls = _find_units(work, ignore, batches[0] if batches else None)
+    groups, left_dense, calls = _find_units(work, ignore, batches[0] if batches else None)
+    units = [layer for group in groups for layer in group]
     if not units:
         raise ValueError(
             f"Model '{model.name}' has no layer prune_post_training can prune "
@@ -226,32 +227,21 @@ def prune_post_training(
 
     bar = keras.utils.Progbar(len(units), verbose=verbose, unit_name="layer")
     updates = {}
-    for layer in units:
-        view = views[id(layer)]
-        kernel = _value(layer.kernel)
-        w2 = view.to_2d(kernel)
+    for group in groups:
         if method == "magnitude":
-            mask2, new2 = magnitude(w2, sparsity, granularity, view.in_length)
+            all_stats = [None] * len(group)
         else:
-            stats = _statistics(work, layer, view, batches, full=(method == "sparsegpt"),
-                                stop_early=calls[id(layer)] == 1)
-            if method == "wanda":
-                mask2, new2 = wanda(w2, stats, sparsity, granularity, view.in_length)
-            else:
-                try:
-                    mask2, new2 = sparsegpt(w2, stats, sparsity, granularity, block_size,
-                                            damping, view.in_length)
-                except np.linalg.LinAlgError as e:
-                    raise ValueError(
-                        f"SparseGPT: X^T X of layer '{layer.path}' is not positive "
-                        f"definite even after damping={damping} ({e}); pass a "
-                        f"larger damping, e.g. damping=0.1."
-                    ) from None
-        mask = view.from_2d(mask2)
-        new = view.from_2d(new2 * mask2).astype(kernel.dtype)
-        layer.kernel.assign(new)
-        updates[paths[id(layer.kernel)]] = (mask, new)
-        bar.add(1)
+            all_stats = _statistics(work, group, views, batches, full=(method == "sparsegpt"),
+                                    stop_early=all(calls[id(l)] == 1 for l in group))
+        for layer, stats in zip(group, all_stats):
+            view = views[id(layer)]
+            kernel = _value(layer.kernel)
+            mask, new = _prune_one(layer, view, view.to_2d(kernel), stats, method, sparsity,
+                                   granularity, block_size, damping)
+            new = new.astype(kernel.dtype)
+            layer.kernel.assign(new)
+            updates[paths[id(layer.kernel)]] = (mask, new)
+            bar.add(1)
 
     pruned, unwrapped = _apply(model, updates, with_unwrapped=True)
     if left_dense or unwrapped:
@@ -275,6 +265,25 @@ def prune_post_training(
             + (f"; {len(left_dense)} layer(s) left dense" if left_dense else "")
         )
     return pruned
+
+
+def _prune_one(layer, view, w2, stats, method, sparsity, granularity, block_size, damping):
+    """`(mask, new_kernel)` of one layer, in the kernel's own shape."""
+    if method == "magnitude":
+        mask2, new2 = magnitude(w2, sparsity, granularity, view.in_length)
+    elif method == "wanda":
+        mask2, new2 = wanda(w2, stats, sparsity, granularity, view.in_length)
+    else:
+        try:
+            mask2, new2 = sparsegpt(w2, stats, sparsity, granularity, block_size, damping,
+                                    view.in_length)
+        except np.linalg.LinAlgError as e:
+            raise ValueError(
+                f"SparseGPT: X^T X of layer '{layer.path}' is not positive "
+                f"definite even after damping={damping} ({e}); pass a larger "
+                f"damping, e.g. damping=0.1."
+            ) from None
+    return view.from_2d(mask2), view.from_2d(new2 * mask2)
 
 
 # --------------------------------------------------------------------------
@@ -405,19 +414,31 @@ def _sub_model(model, layer):
         return None
 
 
-def _statistics(model, layer, view, batches, full, stop_early=True):
-    """`X^T X` (`full`) or `sum_rows x^2` per input, in float64."""
-    acc = None
-    for x in layer_inputs(model, layer, batches, stop_early):
-        x2 = view.inputs_2d(x)
-        if full:
-            part = x2.T @ x2
-        else:
-            part = np.einsum("ri,ri->i", x2, x2)
-        acc = part if acc is None else acc + part
-    if acc is None:
-        raise ValueError(f"Layer '{layer.path}' received no input from the calibration data.")
-    return acc
+def _statistics(model, layers, views, batches, full, stop_early=True):
+    """Per layer: `X^T X` (`full`) or `sum_rows x^2` per input, in float64.
+
+    One layer: `layer_inputs`. Several layers reading the same tensor: one
+    intercepted forward pass per batch serves them all.
+    """
+    acc = {id(l): None for l in layers}
+
+    def add(layer, x):
+        x2 = views[id(layer)].inputs_2d(x)
+        part = x2.T @ x2 if full else np.einsum("ri,ri->i", x2, x2)
+        key = id(layer)
+        acc[key] = part if acc[key] is None else acc[key] + part
+
+    if len(layers) == 1:
+        for x in layer_inputs(model, layers[0], batches, stop_early):
+            add(layers[0], x)
+    else:
+        for x in batches:
+            with capture_inputs(layers, add, stop_after=layers[-1]):
+                model(x, training=False)
+    for layer in layers:
+        if acc[id(layer)] is None:
+            raise ValueError(f"Layer '{layer.path}' received no input from the calibration data.")
+    return [acc[id(l)] for l in layers]
 
 
 # --------------------------------------------------------------------------
@@ -861,19 +882,42 @@ def _find_units(work, ignore, first_batch):
         )
     candidates = list({id(c): c for c in candidates}.values())
     if first_batch is None:
-        return candidates, left_dense, {id(c): 1 for c in candidates}
+        return [[c] for c in candidates], left_dense, {id(c): 1 for c in candidates}
     # One forward pass gives the call order, and which layers see inputs.
     order = []
-    with capture_inputs(candidates, lambda layer, _: order.append(layer)):
+    with capture_inputs(candidates, lambda layer, t: order.append((layer, t))):
         _run(work, first_batch)
-    called = list({id(l): l for l in order}.values())
     counts = {}
-    for layer in order:
+    for layer, _ in order:
         counts[id(layer)] = counts.get(id(layer), 0) + 1
     for layer in candidates:
         if id(layer) not in counts:
             left_dense.append((layer.path, "not called on the calibration data: its inputs are not seen"))
-    return called, left_dense, counts
+    return _groups(order, counts), left_dense, counts
+
+
+def _groups(order, counts):
+    """Units in first-call order, grouped when they read the same tensor.
+
+    Consecutive calls on the very same input tensor (the query, key and
+    value projections of self-attention) cannot depend on each other's
+    pruning, so one capture pass serves the whole group. Layers called
+    several times per forward pass stay alone.
+    """
+    groups, seen, previous = [], set(), None
+    for layer, tensor in order:
+        if id(layer) in seen:
+            previous = None
+            continue
+        seen.add(id(layer))
+        single = counts[id(layer)] == 1
+        if groups and previous is not None and tensor is previous and single and all(
+                counts[id(l)] == 1 for l in groups[-1]):
+            groups[-1].append(layer)
+        else:
+            groups.append([layer])
+        previous = tensor
+    return groups
 
 
 def _run(model, x):
