@@ -458,3 +458,24 @@ def test_ignore_a_composite_layer_leaves_everything_inside_it_dense():
     for name in ("up", "down", "unused"):
         assert not (keras.ops.convert_to_numpy(getattr(block, name).kernel) == 0).any()
     assert [w.layer.name for w in kprune.prune.find_wrappers(pruned)] == ["head"]
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_block_granularity_prunes_whole_blocks(method):
+    model = one_dense(0, d=32, units=8)
+    x = scaled_inputs(np.random.default_rng(0), 128, 32).astype("float32")
+    pruned = kprune.prune_post_training(model, x, method, granularity=kprune.Block((4, 1)),
+                                        block_size=8, verbose=0)
+    mask = keras.ops.convert_to_numpy(pruned.layers[0].masks[0]).astype(bool)
+    blocks = mask.reshape(8, 4, 8)
+    assert (blocks.all(axis=1) | ~blocks.any(axis=1)).all()
+    assert mask.mean() == 0.5
+
+
+def test_block_on_an_einsum_kernel_that_is_not_inputs_then_output_is_refused():
+    inp = keras.Input((6, 8))
+    out = keras.layers.EinsumDense("abc,cde->abde", (None, 2, 4), name="proj")(inp)
+    model = keras.Model(inp, out)
+    with pytest.raises(ValueError, match="proj"):
+        kprune.prune_post_training(model, np.zeros((4, 6, 8), "float32"), "wanda",
+                                   granularity=kprune.Block((4, 1)), verbose=0)
