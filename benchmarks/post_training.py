@@ -44,7 +44,7 @@ from kprune.data import load_mnist_5k  # noqa: E402
 from tflite_export._table import format_table  # noqa: E402
 
 METHODS = ["magnitude", "wanda", "sparsegpt"]
-UPDATES = {"magnitude": "no", "wanda": "no", "sparsegpt": "yes"}
+UPDATES = {"magnitude": "no", "wanda": "no", "wanda-layer": "no", "sparsegpt": "yes"}
 PAPER_LLAMA2_7B = {
     ("dense", None): 5.12,
     ("magnitude", "50%"): 14.89, ("sparsegpt", "50%"): 6.51, ("wanda", "50%"): 6.42,
@@ -101,17 +101,20 @@ def run_cnn(quick, timings):
     settings = ["50%", "70%", "2:4"]
     rows = [["dense", "-", f"{dense:.4f}", f"{dense:.4f}", f"{dense:.4f}"]]
     results = {}
-    for method in METHODS:
+    # "wanda-layer": Wanda's score with one threshold per kernel (comparison="layer").
+    for method in ["magnitude", "wanda", "wanda-layer", "sparsegpt"]:
         row = [method, UPDATES[method]]
         for setting in settings:
             # conv1 has 1 input channel: no 2:4 groups along it; dense for 2:4.
             ignore = ["conv1"] if setting == "2:4" else None
-            pruned, seconds, peak = prune_timed(model, calib, method, setting, ignore=ignore,
-                                                batch_size=64)
+            extra = {"comparison": "layer"} if method == "wanda-layer" else {}
+            pruned, seconds, peak = prune_timed(model, calib, method.split("-")[0], setting,
+                                                ignore=ignore, batch_size=64, **extra)
             acc = accuracy(pruned, xt, yt)
             results[(method, setting)] = acc
             row.append(f"{acc:.4f}")
-            timings.append(["mnist_cnn", method, setting, f"{seconds:.2f}", f"{peak:.1f}"])
+            if method != "wanda-layer":
+                timings.append(["mnist_cnn", method, setting, f"{seconds:.2f}", f"{peak:.1f}"])
         rows.append(row)
     print(f"\n1. MNIST CNN (4,000 train / 1,000 test real digits, {model.count_params():,} "
           f"params), one-shot, no retraining; 256 calibration images. Test accuracy:")

@@ -479,3 +479,15 @@ def test_block_on_an_einsum_kernel_that_is_not_inputs_then_output_is_refused():
     with pytest.raises(ValueError, match="proj"):
         kprune.prune_post_training(model, np.zeros((4, 6, 8), "float32"), "wanda",
                                    granularity=kprune.Block((4, 1)), verbose=0)
+
+
+def test_wanda_layer_comparison_uses_one_threshold_per_kernel():
+    model = one_dense(0)
+    x = scaled_inputs(np.random.default_rng(0), 128, 32).astype("float32")
+    pruned = kprune.prune_post_training(model, x, "wanda", comparison="layer", verbose=0)
+    w = keras.ops.convert_to_numpy(model.layers[0].kernel).astype(np.float64)
+    scores = pt.wanda_scores(w, (x.astype(np.float64) ** 2).sum(0))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(pruned.layers[0].masks[0]).astype(bool),
+                                  kprune.compute_mask(scores, 0.5))
+    with pytest.raises(ValueError, match="comparison"):
+        kprune.prune_post_training(model, x, "wanda", comparison="row", verbose=0)
