@@ -16,7 +16,8 @@ of the layer's inputs in the same view, one row per token / pixel / example):
   of input feature `i` over all calibration rows). Unstructured: the scores
   are compared within each output unit (per output row in the paper's
   `[out, in]` layout, i.e. per column of `[in, out]`), every unit keeps
-  `round(in * (1 - sparsity))` weights. N:M groups (of `m` consecutive
+  `round(in * (1 - sparsity))` weights (`comparison="output"`, the paper's
+  default; `comparison="layer"` takes one threshold per kernel instead). N:M groups (of `m` consecutive
   weights along the input axis) and Block patterns compare within their
   groups as usual. The kept weights are not changed.
 * **SparseGPT** (Frantar & Alistarh, ICML 2023): with `H = X^T X` (plus
