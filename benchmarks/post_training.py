@@ -18,8 +18,10 @@ The papers' LLaMA-2-7B numbers (wikitext perplexity) are printed alongside
 for the shape of the result: dense 5.12; 50%: magnitude 14.89, SparseGPT
 6.51, Wanda 6.42; 2:4: magnitude 54.59, SparseGPT 10.17, Wanda 11.02.
 
-Run:  python benchmarks/post_training.py            (full, ~10 min on 2 CPU cores)
-      python benchmarks/post_training.py --quick    (smaller models and data)
+Run:  python benchmarks/post_training.py            (full: the MNIST part took ~14 min on 2
+                                                      shared CPU cores; the full LM did not
+                                                      finish within 50 min there)
+      python benchmarks/post_training.py --quick    (smaller models and data, ~4 min)
       python benchmarks/post_training.py --task cnn (or lm)
 """
 
