@@ -19,6 +19,7 @@ if _os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and _util.find
 
 from kprune import data, masking, schedules, structured
 from kprune.at_init import init_scores, prune_at_init
+from kprune.post_training import prune_post_training
 from kprune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from kprune.flops import count_flops, count_params, width_report
 from kprune.policy import PruneForLatencyOnXNNPack, PruningPolicy
@@ -59,6 +60,7 @@ __all__ = [
     "compute_mask",
     "init_scores",
     "prune_at_init",
+    "prune_post_training",
     "count_flops",
     "count_params",
     "width_report",
