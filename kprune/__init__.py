@@ -25,6 +25,7 @@ from kprune.flops import count_flops, count_params, width_report
 from kprune.policy import PruneForLatencyOnXNNPack, PruningPolicy
 from kprune.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
 from kprune.prune import prune_low_magnitude, strip_pruning
+from kprune.pruned_model import PrunedModel
 from kprune.pruner import Pruner, update_masks
 from kprune.report import sparsity_report
 from kprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -51,6 +52,7 @@ __all__ = [
     "PruneForLatencyOnXNNPack",
     "PruneWrapper",
     "Pruner",
+    "PrunedModel",
     "PruningCallback",
     "PruningPolicy",
     "PruningSchedule",

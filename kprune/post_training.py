@@ -773,19 +773,70 @@ def _batch_starts(cols, block_size, granularity, length):
 # --------------------------------------------------------------------------
 
 
+def _updates_nested_layers(model, updates):
+    """Whether an updated weight belongs to a layer no `PruneWrapper` reaches."""
+    from kprune.pruned_model import prunable_layer_tree  # noqa: PLC0415
+
+    if not isinstance(model, keras.Model):
+        return False
+    return any(
+        not top and any(w.path in updates for w, _ in prunable_weights(layer))
+        for layer, _, top in prunable_layer_tree(model)
+    )
+
+
+def _apply_in_tree(model, updates):
+    """`_apply` for models whose prunable layers sit inside composite layers
+    (KerasHub transformer blocks) or subclassed models: a `kprune.PrunedModel`
+    over a copy of `model`, with fixed masks on every layer that has an
+    updated weight, so the result fine-tunes with exact zeros like any other."""
+    from kprune.pruned_model import PrunedModel, copy_model, prunable_layer_tree  # noqa: PLC0415
+    from kprune.wrapper import assign_masks  # noqa: PLC0415
+
+    paths = [v.path for v in model.weights]
+    unknown = sorted(set(updates) - set(paths))
+    if unknown:
+        raise ValueError(f"_apply: no variable with path(s) {unknown} in model '{model.name}'.")
+    targets = [
+        label for layer, label, _ in prunable_layer_tree(model)
+        if any(w.path in updates for w, _ in prunable_weights(layer))
+    ]
+    copy = copy_model(model)
+    path_of = {id(v): path for v, path in zip(copy.weights, paths)}
+    pruned = PrunedModel(copy, [{"layer": label, "pruning_schedule": None} for label in targets])
+    masks = []
+    for group in pruned.groups:
+        group_masks = []
+        for w in group.prunable_weights:
+            update = updates.get(path_of[id(w)])
+            if update is None:
+                group_masks.append(np.ones(tuple(w.shape), bool))
+            else:
+                mask, weight = update
+                w.assign(np.asarray(weight, np.dtype(w.dtype)))
+                group_masks.append(np.asarray(mask, bool))
+        masks.append(group_masks)
+    assign_masks(pruned.groups, masks)
+    return pruned
+
+
 def _apply(model, updates, with_unwrapped=False):
     """A copy of `model` with new masked kernels: `{variable.path: (mask, w)}`.
 
-    Paths are those of `model`'s variables. A variable of a prunable layer of
-    the model graph (a leaf kprune can wrap) goes into a fixed-mask
-    `PruneWrapper` (its other pruned weights get all-ones masks); any other
-    variable (nested in a composite, non-prunable layer) gets `w * mask`
-    assigned directly, without a wrapper. `model` is not modified.
+    Paths are those of `model`'s variables. In a graph model whose prunable
+    layers are all nodes of the graph, each one goes into a fixed-mask
+    `PruneWrapper` (its other pruned weights get all-ones masks). A model with
+    prunable layers inside composite layers or subclassed models becomes a
+    `kprune.PrunedModel` with fixed masks (`_apply_in_tree`). `model` is not
+    modified.
 
     Returns:
         The new model (and, with `with_unwrapped`, the sorted paths of the
         variables pruned without a wrapper).
     """
+    if _updates_nested_layers(model, updates):
+        pruned = _apply_in_tree(model, updates)
+        return (pruned, []) if with_unwrapped else pruned
     leaves = prune_lib._leaf_layers(model)
     where = {}
     for leaf in leaves:

@@ -224,6 +224,8 @@ def _clone(model, clone_layer, cache=None):
     def clone_function(layer):
         if id(layer) in cache:
             return cache[id(layer)]
+        if not isinstance(layer, keras.layers.Layer):
+            return layer  # an ops node (GetItem, ...): stateless, reused as is
         if isinstance(layer, keras.Sequential) or (
             isinstance(layer, keras.Model) and _is_functional(layer)
         ):

@@ -125,6 +125,13 @@ def copy_model(model):
     model cannot be rebuilt from its config.
     """
     what = f"model '{model.name}' ({type(model).__name__})"
+    if type(model) in (keras.Model, keras.Sequential) or (
+            type(model).__name__ == "Functional" and _is_graph(model)):
+        # A plain graph: cloned layer by layer (each layer's own class, no
+        # registration needed), weights copied.
+        from kprune.prune import clone_layers, _fresh_copy  # noqa: PLC0415
+
+        return clone_layers(model, _fresh_copy)
     try:
         new = model.__class__.from_config(model.get_config())
         if not _is_built(new):

@@ -329,7 +329,7 @@ def test_multi_head_attention_is_one_wrapper_with_four_masks():
         assert (moved.reshape(moved.shape[:-1] + (-1, 4)).sum(-1) >= 2).all(), var.path
 
 
-def test_nested_layers_are_pruned_without_wrapper_and_unseen_ones_named():
+def test_nested_layers_get_fixed_masks_in_a_pruned_model_and_unseen_ones_named():
     inp = keras.Input((4,), name="x")
     ids = keras.Input((1,), dtype="int32", name="ids")
     emb = keras.layers.Flatten()(keras.layers.Embedding(3, 4, name="embedding")(ids))
@@ -343,13 +343,14 @@ def test_nested_layers_are_pruned_without_wrapper_and_unseen_ones_named():
     message = " ".join(str(r.message) for r in record if r.category is UserWarning)
     assert "block/unused" in message and "not called" in message
     assert "embedding" in message
-    assert "WITHOUT a PruneWrapper" in message and "block/up/kernel" in message
-    block = pruned.get_layer("block")
-    for name in ("up", "down"):
-        kernel = keras.ops.convert_to_numpy(getattr(block, name).kernel)
+    assert isinstance(pruned, kprune.PrunedModel)
+    groups = {g.label: g for g in kprune.prune.find_wrappers(pruned)}
+    assert sorted(groups) == ["block/down", "block/up", "head"]
+    for label in ("block/up", "block/down"):
+        kernel = keras.ops.convert_to_numpy(groups[label].prunable_weights[0])
         assert (kernel == 0).mean() == 0.5
+    block = pruned.model.get_layer("block")
     assert not (keras.ops.convert_to_numpy(block.unused.kernel) == 0).any()
-    assert isinstance(pruned.get_layer("prune_low_magnitude_head"), kprune.PruneWrapper)
     for a, b in zip(weights_of(model), before):
         np.testing.assert_array_equal(a, b)
 
@@ -430,8 +431,10 @@ def test_keras_hub_gpt2_backbone_prunes_strips_and_saves(method, tmp_path):
     rng = np.random.default_rng(0)
     data = {"token_ids": rng.integers(0, 64, size=(16, 12)).astype("int32"),
             "padding_mask": np.ones((16, 12), "int32")}
-    with pytest.warns(UserWarning, match="WITHOUT a PruneWrapper"):
-        pruned = kprune.prune_post_training(backbone, data, method, batch_size=8, verbose=0)
+    pruned = kprune.prune_post_training(backbone, data, method, batch_size=8, verbose=0)
+    # The projections inside the TransformerDecoders get fixed masks where they are.
+    assert isinstance(pruned, kprune.PrunedModel)
+    assert len(kprune.prune.find_wrappers(pruned)) == 2 * 3  # attention, 2 MLP Dense per block
     plain = kprune.strip_pruning(pruned)
     path = str(tmp_path / "gpt2.keras")
     plain.save(path)
