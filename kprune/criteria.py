@@ -51,42 +51,29 @@ def _hessian_terms(model, variables, x, y, loss_fn, vectors):
     """`[H v for v in vectors]` (per variable), or the exact diagonal if None.
 
     H is the Hessian of `mean(loss_fn(y, model(x)))` with respect to
-    `variables`, the model in inference mode.
+    `variables`, the model in inference mode. Hessian-vector products come
+    from the backend seam (`kprune.backend.hvp_fn`), so this runs on every
+    backend; the exact diagonal takes one product per entry (small variables).
     """
-    import tensorflow as tf  # noqa: PLC0415
+    from kprune import backend  # noqa: PLC0415
 
-    values = [v.value for v in variables]
+    def objective(xb, yb):
+        return keras.ops.mean(loss_fn(yb, model(xb, training=False)))
 
-    def loss_value():
-        return tf.reduce_mean(loss_fn(y, model(x, training=False)))
-
+    hvp = backend.hvp_fn(objective, variables, compiled=False)
+    shapes = [tuple(v.shape) for v in variables]
     if vectors is None:
         diagonals = []
-        for v in values:
-            with tf.GradientTape() as outer:
-                outer.watch(v)
-                with tf.GradientTape() as inner:
-                    inner.watch(v)
-                    value = loss_value()
-                g = inner.gradient(value, v, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            jac = outer.jacobian(g, v, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            n = int(np.prod(v.shape))
-            diagonals.append(np.diagonal(np.asarray(jac).reshape(n, n)).reshape(tuple(v.shape)))
+        for i, shape in enumerate(shapes):
+            n = int(np.prod(shape))
+            diag = np.zeros(n, np.float64)
+            for j in range(n):
+                unit = [np.zeros(s, np.float32) for s in shapes]
+                unit[i].reshape(-1)[j] = 1.0
+                diag[j] = np.asarray(hvp(unit, x, y)[1][i]).reshape(-1)[j]
+            diagonals.append(diag.reshape(shape))
         return diagonals
-    out = []
-    for vec in vectors:
-        with tf.GradientTape() as outer:
-            for v in values:
-                outer.watch(v)
-            with tf.GradientTape() as inner:
-                for v in values:
-                    inner.watch(v)
-                value = loss_value()
-            grads = inner.gradient(value, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            dot = tf.add_n([tf.reduce_sum(g * tf.cast(z, g.dtype)) for g, z in zip(grads, vec)])
-        hv = outer.gradient(dot, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        out.append([np.asarray(h) for h in hv])
-    return out
+    return [[np.asarray(h) for h in hvp(vec, x, y)[1]] for vec in vectors]
 
 
 def hessian_diagonal(model, variables, x, y, loss=None, method="hutchinson",

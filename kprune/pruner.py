@@ -34,7 +34,7 @@ import numpy as np
 
 from kprune import backend, checks, masking
 from kprune.prune import find_wrappers
-from kprune.wrapper import assign_masks
+from kprune.wrapper import STEP_DTYPE, assign_masks
 
 __all__ = ["Pruner", "update_masks"]
 
@@ -171,7 +171,8 @@ class Pruner:
 
     def update_masks(self, step=None):
         """Recomputes the masks at `step` (default: now), due or not."""
-        step = self._step if step is None else checks.check_int("step", step, lo=0)
+        step = self._step if step is None else checks.check_int(
+            "step", step, lo=0, hi=int(np.iinfo(STEP_DTYPE).max))
         if step is None:
             step = max([0] + [w.step for w in self.wrappers])
         self._assign(step, self.wrappers)
@@ -309,7 +310,7 @@ def update_masks(model, step, normalize=None, min_keep=1):
     ```
     """
     step = checks.check_int(
-        "step", step, lo=0,
+        "step", step, lo=0, hi=int(np.iinfo(STEP_DTYPE).max),
         fix="Pass the index of the training step about to run, e.g. int(optimizer.iterations).",
     )
     pruner = Pruner(model, normalize=normalize, min_keep=min_keep)

@@ -36,6 +36,11 @@ def pytest_configure(config):
         "tensorflow: needs TensorFlow itself (tf.data, tf.lite, GradientTape); "
         "deselected, and counted as such, on the JAX and torch backends",
     )
+    config.addinivalue_line(
+        "markers",
+        "backends(*names, reason=...): runs only on these Keras backends; "
+        "deselected, and counted as such, on the others (the reason says why)",
+    )
 
 
 def pytest_report_header(config):
@@ -55,12 +60,16 @@ def pytest_ignore_collect(collection_path, config):
 
 
 def pytest_collection_modifyitems(config, items):
-    if BACKEND == "tensorflow":
-        return
-    tf_only = [item for item in items if item.get_closest_marker("tensorflow")]
-    if tf_only:
-        items[:] = [item for item in items if not item.get_closest_marker("tensorflow")]
-        config.hook.pytest_deselected(items=tf_only)
+    def excluded(item):
+        if BACKEND != "tensorflow" and item.get_closest_marker("tensorflow"):
+            return True
+        only = item.get_closest_marker("backends")
+        return only is not None and BACKEND not in only.args
+
+    dropped = [item for item in items if excluded(item)]
+    if dropped:
+        items[:] = [item for item in items if not excluded(item)]
+        config.hook.pytest_deselected(items=dropped)
 
 
 def gradients(fn, variables, *args):

@@ -335,7 +335,7 @@ LOOPS = [
      ["step must be an integer", "2.7 (float)", "int(optimizer.iterations)"]),
     ("step-np-float", lambda e: kprune.update_masks(e.pruned, np.float64(3.0)), TypeError, ["step must be an integer"]),
     ("step-int64-overflow", lambda e: kprune.update_masks(e.pruned, 2**63), ValueError,
-     ["step must be <= 2**63 - 1", "9223372036854775808"]),
+     ["step must be <=", "9223372036854775808"]),
     ("step-negative", lambda e: kprune.update_masks(e.pruned, -1), ValueError, ["step must be >= 0", "-1"]),
     ("step-str", lambda e: kprune.update_masks(e.pruned, "3"), TypeError, ["step must be an integer", "'3' (str)"]),
     ("step-bool", lambda e: kprune.update_masks(e.pruned, True), TypeError, ["step", "bools are not accepted"]),
@@ -576,9 +576,11 @@ def test_numpy_scalars_are_numbers_in_prune_low_magnitude(env):
 def test_integer_steps_accepted(env):
     model = kprune.prune_low_magnitude(_mlp("steps"), kprune.ConstantSparsity(0.5, frequency=2))
     assert kprune.update_masks(model, np.int64(0)) == ["d1", "out"]
-    assert kprune.update_masks(model, keras.Variable(2, dtype="int64")) == ["d1", "out"]
+    assert kprune.update_masks(model, keras.Variable(2, dtype="int64", trainable=False)) == ["d1", "out"]
     assert kprune.update_masks(model, np.array(4)) == ["d1", "out"]
-    assert kprune.update_masks(model, checks.INT64_MAX) == ["d1", "out"]
+    # The largest step the stored counter holds (int64; int32 on JAX without x64).
+    largest = int(np.iinfo(kprune.wrapper.STEP_DTYPE).max)
+    assert kprune.update_masks(model, largest) == ["d1", "out"]
 
 
 def test_numpy_scalars_in_at_init_and_structured(env):

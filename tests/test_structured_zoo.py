@@ -33,6 +33,8 @@ ALL = os.environ.get("KPRUNE_ZOO") == "all"
 def test_application_prunes_verifies_saves(name, tmp_path):
     if name not in CI and not ALL:
         pytest.skip("same family as a CI model; run with KPRUNE_ZOO=all")
+    if name.startswith("NASNet") and keras.backend.backend() == "torch":
+        pytest.skip("Keras 3.15 refuses NASNet on the torch backend (its own outstanding bug)")
     size = SIZE.get(name, 32)
     model = getattr(keras.applications, name)(
         weights=None, input_shape=(size, size, 3), classes=10)
@@ -44,4 +46,5 @@ def test_application_prunes_verifies_saves(name, tmp_path):
     thin.save(path)
     x = random_inputs(model)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(loaded(x), thin(x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)),
+                               keras.ops.convert_to_numpy(thin(x)), rtol=0, atol=1e-5)

@@ -110,24 +110,22 @@ def test_subclassed_weights_round_trip(tmp_path):
     np.testing.assert_allclose(_np(fresh(x)), _np(model(x)), rtol=1e-5, atol=1e-6)
 
 
-def test_prune_low_magnitude_on_subclassed_lists_layers_and_fix():
+def test_prune_low_magnitude_on_a_built_subclassed_model_prunes_a_copy():
     model = PlainNet(name="plain_net")
     x, _ = _data()
     model(x[:1])
     before = [_np(v).copy() for v in model.weights]
-    with pytest.raises(ValueError) as info:
-        kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5))
-    message = str(info.value)
-    assert "subclassed" in message and "'plain_net'" in message
-    assert "'fc1' (Dense): prunable" in message
-    assert "'logits' (Dense): prunable" in message
-    assert "'bn' (BatchNormalization): not prunable" in message
-    assert "'body' (Sequential): a nested model" in message
-    assert "kprune.PruneWrapper" in message and "functional" in message
+    pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5))
+    assert isinstance(pruned, kprune.PrunedModel)
+    labels = [g.label for g in find_wrappers(pruned)]
+    assert "fc1" in labels and "logits" in labels
+    assert any(label.startswith("body/") for label in labels), labels
+    np.testing.assert_allclose(_np(pruned(x)), _np(model(x)), rtol=1e-5, atol=1e-6)
     # the caller's model is untouched
     assert not find_wrappers(model)
     for a, b in zip(before, model.weights):
         np.testing.assert_array_equal(a, _np(b))
+        assert b.constraint is None
 
 
 def test_prune_low_magnitude_on_unbuilt_subclassed_still_explains():
@@ -153,14 +151,13 @@ class Block(keras.Model):
         return self.inner(x)
 
 
-def test_subclassed_block_inside_functional_warns_and_prunes_the_rest():
+def test_subclassed_block_inside_functional_is_pruned_too():
     inp = keras.Input((12,))
     out = L.Dense(4, name="top")(Block(name="blk")(L.Dense(8, name="pre")(inp)))
     model = keras.Model(inp, out)
     x, y = _data()
-    with pytest.warns(UserWarning, match="'blk_fc' \\(Dense\\) in 'blk'.*PruneWrapper"):
-        pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5, frequency=1))
-    assert sorted(w.layer.name for w in find_wrappers(pruned)) == ["pre", "top"]
+    pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5, frequency=1))
+    assert sorted(w.label for w in find_wrappers(pruned)) == ["blk/blk_fc", "pre", "top"]
     # same function before training (all weights carried over, block included)
     np.testing.assert_allclose(_np(pruned(x)), _np(model(x)), rtol=1e-5, atol=1e-6)
     pruned.compile("adam", "sparse_categorical_crossentropy")

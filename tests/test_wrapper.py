@@ -55,7 +55,7 @@ def test_an_optimizer_step_keeps_pruned_weights_exactly_zero_although_they_get_a
     (grad,) = gradients(lambda: keras.ops.sum(keras.ops.square(w(x))), [w.layer.kernel])
     assert np.any(grad[~mask] != 0)
     opt = keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.01)
-    opt.apply([grad], [w.layer.kernel])
+    opt.apply([keras.ops.convert_to_tensor(grad)], [w.layer.kernel])
     kernel = keras.ops.convert_to_numpy(w.layer.kernel)
     assert np.all(kernel[~mask] == 0)
     assert np.all(kernel[mask] != 0)

@@ -213,7 +213,8 @@ def test_masked_forward_mha_and_masked_gradients():
     # An optimizer step leaves the masked-out weights exactly zero.
     grads = gradients(lambda: keras.ops.sum(keras.ops.square(wrapper(x, x))),
                       wrapper.prunable_weights)
-    keras.optimizers.Adam(0.1).apply(grads, wrapper.prunable_weights)
+    keras.optimizers.Adam(0.1).apply([keras.ops.convert_to_tensor(g) for g in grads],
+                                     wrapper.prunable_weights)
     for v, m in zip(wrapper.prunable_weights, masks):
         assert np.all(_np(v)[m == 0] == 0)
 
@@ -252,8 +253,10 @@ def test_mha_trains_to_target_with_dropout():
     pruned.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kprune.PruningCallback()])
     _assert_exact_target(pruned, 0.75)
     # The dropout seed state advanced: the wrapped layer's own state updates
-    # happen as usual.
-    assert not np.array_equal(_np(seeds[0]), seed_before)
+    # happen as usual (Keras' torch backend draws dropout from torch's own
+    # generator and leaves the seed state as it is).
+    if keras.backend.backend() != "torch":
+        assert not np.array_equal(_np(seeds[0]), seed_before)
     plain = kprune.strip_pruning(pruned)
     np.testing.assert_allclose(
         _np(plain.predict(x, verbose=0)), _np(pruned.predict(x, verbose=0)), rtol=1e-5, atol=1e-5
