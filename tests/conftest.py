@@ -131,3 +131,15 @@ def toy_data(n=256, inputs=20, classes=5, seed=0):
     x = rng.normal(size=(n, inputs)).astype("float32")
     y = (np.abs(x[:, :classes]).argmax(axis=1)).astype("int64")
     return x, y
+
+
+class ExactZeros(keras.callbacks.Callback):
+    """Checks after every batch that each pruned weight is exactly 0."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        from kprune.prune import find_wrappers
+
+        for group in find_wrappers(self.model):
+            for w, m in zip(group.prunable_weights, group.masks):
+                w, m = keras.ops.convert_to_numpy(w), keras.ops.convert_to_numpy(m)
+                assert np.all(w[m == 0] == 0), (group.label, batch)

@@ -7,6 +7,7 @@ import keras_hub
 import numpy as np
 
 import kprune
+from conftest import ExactZeros
 from kprune.prune import find_wrappers
 from kprune.pruned_model import PrunedModel
 
@@ -15,11 +16,6 @@ def _np(x):
     return keras.ops.convert_to_numpy(x)
 
 
-class _ExactZeros(keras.callbacks.Callback):
-    def on_train_batch_end(self, batch, logs=None):
-        for group in find_wrappers(self.model):
-            for w, m in zip(group.prunable_weights, group.masks):
-                assert np.all(_np(w)[_np(m) == 0] == 0), (group.label, batch)
 
 
 def _gpt2():
@@ -43,7 +39,7 @@ def _projection_kernels(model):
 def _fit(pruned, x, y, epochs=1):
     pruned.compile(keras.optimizers.Adam(1e-2), "mse")
     pruned.fit(x, y, batch_size=4, epochs=epochs, verbose=0, shuffle=False,
-               callbacks=[kprune.PruningCallback(), _ExactZeros()])
+               callbacks=[kprune.PruningCallback(), ExactZeros()])
 
 
 def test_gpt2_prunes_every_projection_during_fit_and_saves_loads_resumes_strips(tmp_path):
@@ -64,7 +60,7 @@ def test_gpt2_prunes_every_projection_during_fit_and_saves_loads_resumes_strips(
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(_np(loaded(x)), _np(pruned(x)), atol=1e-6)
     loaded.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False,
-               callbacks=[kprune.PruningCallback(), _ExactZeros()])
+               callbacks=[kprune.PruningCallback(), ExactZeros()])
     assert {g.step for g in find_wrappers(loaded)} == {8}
     plain = kprune.strip_pruning(loaded)
     assert type(plain) is keras_hub.models.GPT2Backbone
@@ -91,7 +87,7 @@ def test_gpt2_prune_at_init():
     zeros = sum(int(np.count_nonzero(_np(w) == 0)) for w in weights)
     assert zeros == round(sum(_np(w).size for w in weights) * 0.5)
     pruned.compile("adam", "mse")
-    pruned.fit(x, y, epochs=1, verbose=0, callbacks=[_ExactZeros()])
+    pruned.fit(x, y, epochs=1, verbose=0, callbacks=[ExactZeros()])
 
 
 def test_bert_with_ops_nodes_prunes_during_fit():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kprune
-from conftest import toy_data
+from conftest import ExactZeros, toy_data
 from kprune.prune import find_wrappers
 from kprune.pruned_model import PrunedModel, copy_model, prunable_layer_tree
 
@@ -79,13 +79,6 @@ def _np(x):
     return keras.ops.convert_to_numpy(x)
 
 
-class _ExactZeros(keras.callbacks.Callback):
-    """Checks after every batch that each pruned weight is exactly 0."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        for group in find_wrappers(self.model):
-            for w, m in zip(group.prunable_weights, group.masks):
-                assert np.all(_np(w)[_np(m) == 0] == 0), (group.layer.name, batch)
 
 
 def _fit(model, epochs=2, schedule=None, callbacks=()):
@@ -95,7 +88,7 @@ def _fit(model, epochs=2, schedule=None, callbacks=()):
     pruned.compile(keras.optimizers.Adam(1e-2),
                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     pruned.fit(x, y, batch_size=16, epochs=epochs, verbose=0, shuffle=False,
-               callbacks=[kprune.PruningCallback(), _ExactZeros(), *callbacks])
+               callbacks=[kprune.PruningCallback(), ExactZeros(), *callbacks])
     return pruned
 
 
@@ -154,7 +147,7 @@ def test_save_load_resume_and_strip(tmp_path):
     # Resume: the step comes back from the saved optimizer, the schedule goes on.
     assert int(_np(loaded.optimizer.iterations)) == 4
     loaded.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False,
-               callbacks=[kprune.PruningCallback(), _ExactZeros()])
+               callbacks=[kprune.PruningCallback(), ExactZeros()])
     assert all(g.step == 8 for g in find_wrappers(loaded))
     plain = kprune.strip_pruning(loaded)
     assert type(plain) is Net
