@@ -375,6 +375,8 @@ def main(argv=None):
     parser.add_argument("--mechanics", action="store_true", help="also tfmot's mechanics in kprune")
     parser.add_argument("--recipes", action="store_true", help="also candidate recipes at 90%%")
     parser.add_argument("--no-tfmot", action="store_true", help="kprune only")
+    parser.add_argument("--sparsities", type=float, nargs="+",
+                        help="only these sparsities, short recipe, kprune vs tfmot (no other rows)")
     parser.add_argument("--save", help="write every result (JSON) to this file after each seed")
     parser.add_argument("--report", nargs="+", help="only print the tables of results saved with --save "
                         "(several files: their seeds together)")
@@ -386,7 +388,12 @@ def main(argv=None):
         parser.error(f"--seeds must be >= 2 (a standard error needs two), got {args.seeds}")
     seeds = list(range(args.first_seed, args.first_seed + (2 if args.quick else args.seeds)))
     sparsities = (0.5, 0.9) if args.quick else SPARSITIES
-    recipe_seeds = [s for s in range(1 if args.quick else RECIPE_SEEDS) if s in seeds]
+    if args.sparsities:
+        bad = [s for s in args.sparsities if not 0.0 < s < 1.0]
+        if bad:
+            parser.error(f"--sparsities must be in (0, 1), got {bad}")
+        sparsities = tuple(args.sparsities)
+    recipe_seeds = [] if args.sparsities else [s for s in range(1 if args.quick else RECIPE_SEEDS) if s in seeds]
     mech_sparsities = [s for s in (0.9, 0.95) if s in sparsities]
     variants = ("tfmot-step", "tfmot-remask", "forward-stored")
     short = demo.SHORT_RECIPE
@@ -420,7 +427,7 @@ def main(argv=None):
                     tfmot_ok, tfmot_why = False, str(e)
             for name, s, recipe in runs:
                 put("kprune", name, seed, run_kprune(weights, train, test, orders, s, recipe))
-            if not args.quick or seed == seeds[0]:
+            if not args.sparsities and (not args.quick or seed == seeds[0]):
                 put("kprune", "block/0.9", seed, run_kprune(weights, train, test, orders, 0.9, short,
                                                             granularity=kprune.Block((4, 1))))
                 put("kprune", "nm/0.5", seed, run_kprune(weights, train, test, orders, 0.5, short,
@@ -468,7 +475,7 @@ def load_results(paths):
         for name, per_seed in saved["results"].items():
             kind, key = name.split("|")
             res.setdefault((kind, key), {}).update({int(k): v for k, v in per_seed.items()})
-    seeds = sorted(s for s in dense if all(s in res[k] for k in res if k[1].startswith("short/")))
+    seeds = sorted(dense)
     sparsities = sorted(float(k[1].split("/")[1]) for k in res if k[0] == "kprune" and k[1].startswith("short/"))
     recipe_seeds = sorted(res.get(("kprune", "demo/0.9"), {}))
     variants = tuple(v for v in ("tfmot-step", "tfmot-remask", "forward-stored") if any(k[0] == v for k in res))
@@ -490,7 +497,6 @@ def print_report(res, dense, seeds, sparsities, recipe_seeds, mech_sparsities, v
     def spars(kind, key):
         return statistics.mean(r["sparsity"] for r in res[(kind, key)].values())
 
-    dense_all = [dense[s] for s in seeds]
     print(f"\nkprune {kprune.__version__} vs tfmot (tf_keras child), small CNN "
           f"({demo.build_cnn().count_params():,} parameters), offline digits 4,000/1,000, "
           f"dense {DENSE_EPOCHS} epochs, then {short.prune_epochs} pruning epochs: PolynomialDecay(0 -> s) "
@@ -503,10 +509,11 @@ def print_report(res, dense, seeds, sparsities, recipe_seeds, mech_sparsities, v
     rows, verdicts = [], []
     for s in sparsities:
         key = f"short/{s}"
-        kp = acc("kprune", key)
-        row = [f"{s:.0%}", len(seeds), mean_sd(dense_all), mean_sd(kp)]
+        over = sorted(set(res[("kprune", key)]) & set(res.get(("tfmot", key), res[("kprune", key)])))
+        kp = acc("kprune", key, over)
+        row = [f"{s:.0%}", len(over), mean_sd([dense[i] for i in over]), mean_sd(kp)]
         if tfmot_ok:
-            tf = acc("tfmot", key)
+            tf = acc("tfmot", key, over)
             text, ahead, m, se = fmt_paired(kp, tf)
             ok = m >= -se
             verdicts.append(ok)
@@ -532,26 +539,27 @@ def print_report(res, dense, seeds, sparsities, recipe_seeds, mech_sparsities, v
     print(format_table(["pruning", "seeds", "dense", "kprune", "achieved sparsity",
                         "minus unstructured per-layer at the same sparsity"], rows))
 
-    r = demo.DEMO_RECIPE
-    kp = acc("kprune", "demo/0.9", recipe_seeds)
-    dense_r = [dense[s] for s in recipe_seeds]
-    change = statistics.mean(pct(a - b) for a, b in zip(kp, dense_r))
-    print(f"\ndemo recipe (kprune.demo.DEMO_RECIPE: {r.prune_epochs} pruning epochs, ramp over the first "
-          f"{r.ramp_fraction:.2f}, Adam({r.learning_rate:g}) {r.decay or 'constant'} decay) at 90%, "
-          f"{len(recipe_seeds)} seeds:\n")
-    rows = [["dense (4 epochs)", mean_sd(dense_r), ""],
-            [f"dense + {r.prune_epochs} more epochs, same lr schedule", mean_sd(acc("dense", "demo", recipe_seeds)),
-             fmt_paired(acc("dense", "demo", recipe_seeds), dense_r)[0]],
-            ["kprune 90%", mean_sd(kp), fmt_paired(kp, dense_r)[0]]]
-    if tfmot_ok:
-        tf = acc("tfmot", "demo/0.9", recipe_seeds)
-        rows.append(["tfmot 90%", mean_sd(tf), fmt_paired(tf, dense_r)[0]])
-    print(format_table(["model", "accuracy", "minus dense (4 epochs): mean +- s.e. (median)"], rows))
-    print(f"\ndemo recipe at 90%: {change:+.2f} pp against dense (target >= -1.00): "
-          f"{'met' if change >= -1.0 else 'MISSED'}")
-    if tfmot_ok:
-        text, ahead, m, se = fmt_paired(kp, tf)
-        print(f"demo recipe at 90%, kprune - tfmot: {text}, kprune ahead/behind {ahead}")
+    if recipe_seeds:
+        r = demo.DEMO_RECIPE
+        kp = acc("kprune", "demo/0.9", recipe_seeds)
+        dense_r = [dense[s] for s in recipe_seeds]
+        change = statistics.mean(pct(a - b) for a, b in zip(kp, dense_r))
+        print(f"\ndemo recipe (kprune.demo.DEMO_RECIPE: {r.prune_epochs} pruning epochs, ramp over the first "
+              f"{r.ramp_fraction:.2f}, Adam({r.learning_rate:g}) {r.decay or 'constant'} decay) at 90%, "
+              f"{len(recipe_seeds)} seeds:\n")
+        rows = [["dense (4 epochs)", mean_sd(dense_r), ""],
+                [f"dense + {r.prune_epochs} more epochs, same lr schedule", mean_sd(acc("dense", "demo", recipe_seeds)),
+                 fmt_paired(acc("dense", "demo", recipe_seeds), dense_r)[0]],
+                ["kprune 90%", mean_sd(kp), fmt_paired(kp, dense_r)[0]]]
+        if tfmot_ok:
+            tf = acc("tfmot", "demo/0.9", recipe_seeds)
+            rows.append(["tfmot 90%", mean_sd(tf), fmt_paired(tf, dense_r)[0]])
+        print(format_table(["model", "accuracy", "minus dense (4 epochs): mean +- s.e. (median)"], rows))
+        print(f"\ndemo recipe at 90%: {change:+.2f} pp against dense (target >= -1.00): "
+              f"{'met' if change >= -1.0 else 'MISSED'}")
+        if tfmot_ok:
+            text, ahead, m, se = fmt_paired(kp, tf)
+            print(f"demo recipe at 90%, kprune - tfmot: {text}, kprune ahead/behind {ahead}")
 
     if recipes:
         rows = []
@@ -565,17 +573,17 @@ def print_report(res, dense, seeds, sparsities, recipe_seeds, mech_sparsities, v
         rows = []
         for s in mech_sparsities:
             key = f"short/{s}"
-            base = acc("kprune", key)
             for v in variants:
-                a = acc(v, key)
-                row = [f"{s:.0%}", v, mean_sd(a), fmt_paired(a, base)[0]]
-                row.append(fmt_paired(a, acc("tfmot", key))[0] if tfmot_ok else "-")
+                over = sorted(res[(v, key)])
+                a, base = acc(v, key, over), acc("kprune", key, over)
+                row = [f"{s:.0%}", v, len(over), mean_sd(a), fmt_paired(a, base)[0]]
+                row.append(fmt_paired(a, acc("tfmot", key, over))[0] if tfmot_ok else "-")
                 same = sum(x == y for x, y in zip(a, base))
-                same_tf = sum(x == y for x, y in zip(a, acc("tfmot", key))) if tfmot_ok else "-"
-                row.append(f"{same} / {same_tf} of {len(seeds)}")
+                same_tf = sum(x == y for x, y in zip(a, acc("tfmot", key, over))) if tfmot_ok else "-"
+                row.append(f"{same} / {same_tf}")
                 rows.append(row)
-        print(f"\nkprune with tfmot's mechanics, one at a time ({len(seeds)} seeds, short recipe):\n")
-        print(format_table(["sparsity", "variant", "accuracy", "minus kprune: mean +- s.e. (median)",
+        print("\nkprune with tfmot's mechanics, one at a time (short recipe):\n")
+        print(format_table(["sparsity", "variant", "seeds", "accuracy", "minus kprune: mean +- s.e. (median)",
                             "minus tfmot", "seeds identical to kprune / tfmot"], rows))
 
     if tfmot_ok:
