@@ -39,7 +39,6 @@ sparsity; the demo recipe at 90% <= 1 pp below dense.
   mask at the start of every forward pass, pruned weights get their real
   gradient and keep one optimizer step until the next forward pass, so at
   a mask update they compete with that one-step value (regrowth);
-* `tfmot-both`: both, i.e. tfmot's algorithm inside kprune;
 * `forward-stored`: the forward pass uses the stored weights (no `w * mask`;
   the constraint keeps pruned weights at zero).
 
@@ -47,7 +46,13 @@ sparsity; the demo recipe at 90% <= 1 pp below dense.
 `DEMO_RECIPE` is the default.
 
 Usage:
-    python benchmarks/quality.py [--seeds N] [--quick] [--mechanics] [--recipes]
+    python benchmarks/quality.py [--seeds N] [--first-seed K] [--quick] [--mechanics] [--recipes]
+        [--sparsities S ...] [--save results.json]
+    python benchmarks/quality.py --report results.json [more.json ...]
+
+`--save` writes every result after each seed; `--report` reprints the
+tables from one or more such files (seeds split over processes with
+`--first-seed`, or extra seeds for the main table with `--sparsities`).
 """
 
 from __future__ import annotations
