@@ -77,7 +77,8 @@ def _parser():
         "(offline MNIST)")
     demo.add_argument("--sparsity", type=float, default=0.8, help="target sparsity (default 0.8)")
     demo.add_argument("--epochs", type=int, default=4, help="dense training epochs (default 4)")
-    demo.add_argument("--prune-epochs", type=int, default=4, help="pruning epochs (default 4)")
+    demo.add_argument("--prune-epochs", type=int, default=None,
+                      help="pruning epochs (default: the demo recipe's, 12)")
     demo.add_argument("--online", action="store_true", help="use keras.datasets MNIST if it downloads")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="one epoch of each (for tests)")

@@ -2,7 +2,7 @@
 
 tfmot (tensorflow_model_optimization) runs only on tf_keras (Keras 2) and
 sets `TF_USE_LEGACY_KERAS=1` for the whole process when imported, so it is
-never imported here: a subprocess with `TF_USE_LEGACY_KERAS=1` builds the same
+never imported here: a subprocess (`kprune.tfmot_subprocess`) builds the same
 architecture in tf_keras, loads the weights from an .npz file, prunes and
 trains it with tfmot, and writes tfmot's masks to another .npz file.
 
@@ -17,8 +17,6 @@ round(n * (1 - s)).
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -30,6 +28,7 @@ import pytest  # noqa: E402
 
 import kprune  # noqa: E402
 from kprune.prune import find_wrappers  # noqa: E402
+from kprune.tfmot_subprocess import CHILD_PREAMBLE, TfmotUnavailable, run_tfmot_script  # noqa: E402
 
 TIMEOUT = 300
 
@@ -40,19 +39,8 @@ ARCHS = {
     "nm_2_4": {"input": [8, 8, 4], "layers": [["Conv2D", 8], ["Flatten", 0], ["Dense", 12], ["Dense", 8]]},
 }
 
-TFMOT_SIDE = textwrap.dedent(
+TFMOT_SIDE = CHILD_PREAMBLE + textwrap.dedent(
     """
-    import importlib, json, os, sys
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:  # this source runs in the tf_keras SUBPROCESS, never in the test process
-        tf_keras = importlib.import_module("tf_keras")
-        tfmot = importlib.import_module("tensorflow_model_optimization")
-    except Exception as e:  # reported to the test, which skips
-        print("IMPORT-FAILED", type(e).__name__, e)
-        sys.exit(3)
-    import numpy as np
-
     cfg = json.load(open(sys.argv[1]))
     data = np.load(sys.argv[2])
     L = tf_keras.layers
@@ -108,16 +96,11 @@ def run_tfmot(tmp_path, arch, schedule, m_by_n, weights, x, y, batch_size):
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     np.savez(tmp_path / "in.npz", n_weights=len(weights), x=x, y=y,
              **{f"w{i}": w for i, w in enumerate(weights)})
-    (tmp_path / "tfmot_side.py").write_text(TFMOT_SIDE)
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(
-        [sys.executable, str(tmp_path / "tfmot_side.py"), str(tmp_path / "cfg.json"),
-         str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-        env=env, capture_output=True, text=True, timeout=TIMEOUT,
-    )
-    if proc.returncode == 3 and "IMPORT-FAILED" in proc.stdout:
-        pytest.skip(f"tfmot/tf_keras not importable in a subprocess: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    try:
+        run_tfmot_script(TFMOT_SIDE, [tmp_path / "cfg.json", tmp_path / "in.npz", tmp_path / "out.npz"],
+                         tmp_path, timeout=TIMEOUT)
+    except TfmotUnavailable as e:
+        pytest.skip(str(e))
     return dict(np.load(tmp_path / "out.npz"))
 
 
