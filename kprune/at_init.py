@@ -66,7 +66,7 @@ from keras import ops  # noqa: E402
 
 from kprune import backend, checks, masking, progress  # noqa: E402
 from kprune import prune as prune_lib  # noqa: E402
-from kprune.pruned_model import PrunedModel, copy_model, find_layers, select_tree_targets  # noqa: E402
+from kprune.pruned_model import PrunedModel, copy_model, find_layers, select_tree_targets, tree_index  # noqa: E402
 from kprune.wrapper import assign_masks, prunable_weights, weight_path  # noqa: E402
 
 __all__ = ["METHODS", "init_scores", "prune_at_init"]
@@ -555,7 +555,7 @@ def _tree_scoring_copy(plan, float64, linear_softmax):
             stacklevel=4,
         )
     clone = copy_model(plan.model)
-    found = find_layers(clone, list(plan.labels.values()))
+    found = find_layers(clone, list(plan.labels.values()), like=plan.model)
     variables = {}
     for label in dict.fromkeys(k[0] for k in plan.keys):
         layer = found[label]
@@ -579,7 +579,8 @@ def _wrap_fixed(plan, scope, overrides, include_bias):
     (or, for layers inside composite layers, a `PrunedModel` of a copy)."""
     if plan.tree:
         return PrunedModel(copy_model(plan.model), [
-            {"layer": label, "pruning_schedule": None, "prune_bias": include_bias,
+            {"layer": label, "index": tree_index(plan.model, label),
+             "pruning_schedule": None, "prune_bias": include_bias,
              "scope": "layer" if label in plan.overrides else scope}
             for label in plan.labels.values()
         ])

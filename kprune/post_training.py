@@ -790,7 +790,7 @@ def _apply_in_tree(model, updates):
     (KerasHub transformer blocks) or subclassed models: a `kprune.PrunedModel`
     over a copy of `model`, with fixed masks on every layer that has an
     updated weight, so the result fine-tunes with exact zeros like any other."""
-    from kprune.pruned_model import PrunedModel, copy_model, prunable_layer_tree  # noqa: PLC0415
+    from kprune.pruned_model import PrunedModel, copy_model, prunable_layer_tree, tree_index  # noqa: PLC0415
     from kprune.wrapper import assign_masks  # noqa: PLC0415
 
     paths = [v.path for v in model.weights]
@@ -803,7 +803,8 @@ def _apply_in_tree(model, updates):
     ]
     copy = copy_model(model)
     path_of = {id(v): path for v, path in zip(copy.weights, paths)}
-    pruned = PrunedModel(copy, [{"layer": label, "pruning_schedule": None} for label in targets])
+    pruned = PrunedModel(copy, [{"layer": label, "index": tree_index(model, label),
+                                 "pruning_schedule": None} for label in targets])
     masks = []
     for group in pruned.groups:
         group_masks = []

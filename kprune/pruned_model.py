@@ -46,6 +46,7 @@ __all__ = [
     "prunable_layer_tree",
     "select_tree_targets",
     "find_layers",
+    "tree_index",
     "copy_model",
 ]
 
@@ -81,29 +82,46 @@ def prunable_layer_tree(model):
     return out
 
 
-def _walk(model):
+def _walk(model, with_index=False):
     """`(layer, label, in_graph)` for the layer tree, not descending into
-    prunable layers or `PruneWrapper`s; each layer once."""
+    prunable layers or `PruneWrapper`s; each layer once. With `with_index`,
+    also the layer's position in the tree (`"0.2.1"`): the same for a copy or
+    a loaded model, whose layers Keras may have named anew (`dense_3` for
+    `dense`), so it is what a `PrunedModel` finds its layers by."""
     seen = set()
 
-    def visit(layer, prefix, graph):
-        for sub in _sublayers(layer):
+    def visit(layer, prefix, index, graph):
+        for position, sub in enumerate(_sublayers(layer)):
             if id(sub) in seen or isinstance(sub, PruneWrapper):
                 continue
             seen.add(id(sub))
             label = f"{prefix}{sub.name}"
-            yield sub, label, graph
+            where = f"{index}{position}"
+            yield (sub, label, graph, where) if with_index else (sub, label, graph)
             if not is_prunable(sub):
                 nested_graph = graph and isinstance(sub, keras.Model) and _is_graph(sub)
-                yield from visit(sub, f"{label}/", nested_graph)
+                yield from visit(sub, f"{label}/", f"{where}.", nested_graph)
 
-    yield from visit(model, "", _is_graph(model))
+    yield from visit(model, "", "", _is_graph(model))
 
 
 def _find_layers(model, labels):
     """`{label: layer}` for the given labels (see `prunable_layer_tree`)."""
     wanted = set(labels)
     return {label: layer for layer, label, _ in _walk(model) if label in wanted}
+
+
+def tree_index(model, label):
+    """The tree position (see `_walk`) of the layer labelled `label`."""
+    for _, found, _, where in _walk(model, with_index=True):
+        if found == label:
+            return where
+    return None
+
+
+def _find_by_index(model, indices):
+    wanted = set(indices)
+    return {where: layer for layer, _, _, where in _walk(model, with_index=True) if where in wanted}
 
 
 def _is_built(model):
@@ -242,6 +260,7 @@ class PrunedModel(keras.Model):
             schedule = keras.saving.deserialize_keras_object(schedule)
         return {
             "layer": target["layer"],
+            "index": target.get("index"),
             "pruning_schedule": schedules_lib.get_schedule(schedule),
             "granularity": masking.get_granularity(target.get("granularity")),
             "scope": target.get("scope", "layer"),
@@ -251,7 +270,11 @@ class PrunedModel(keras.Model):
     def _attach(self):
         if self.groups:
             return
-        found = _find_layers(self.model, [t["layer"] for t in self._targets])
+        for t in self._targets:
+            if t["index"] is None:
+                t["index"] = tree_index(self.model, t["layer"])
+        by_index = _find_by_index(self.model, [t["index"] for t in self._targets if t["index"]])
+        found = {t["layer"]: by_index[t["index"]] for t in self._targets if t["index"] in by_index}
         missing = [t["layer"] for t in self._targets if t["layer"] not in found]
         if missing:
             raise ValueError(
@@ -297,6 +320,7 @@ class PrunedModel(keras.Model):
             "targets": [
                 {
                     "layer": t["layer"],
+                    "index": t["index"],
                     "pruning_schedule": None if t["pruning_schedule"] is None
                     else keras.saving.serialize_keras_object(t["pruning_schedule"]),
                     "granularity": masking.serialize_granularity(t["granularity"]),
@@ -395,7 +419,8 @@ def prune_layer_tree(model, pruning_schedule, granularity, scope, overrides, ign
                     f"{e} Leave this layer dense with ignore=[{label!r}] or "
                     f"sparsity={{{label!r}: None}}."
                 ) from None
-        targets.append({"layer": label, "pruning_schedule": schedule,
+        targets.append({"layer": label, "index": tree_index(model, label),
+                        "pruning_schedule": schedule,
                         "granularity": granularity, "scope": layer_scope})
     inner = model if in_place else copy_model(model)
     pruned = PrunedModel(inner, targets)
@@ -406,6 +431,14 @@ def prune_layer_tree(model, pruning_schedule, granularity, scope, overrides, ign
     return pruned
 
 
-def find_layers(model, labels):
-    """`{label: layer}` in `model` for labels from `prunable_layer_tree`."""
-    return _find_layers(model, labels)
+def find_layers(model, labels, like=None):
+    """`{label: layer}` in `model` for labels from `prunable_layer_tree`.
+
+    With `like` (the model `model` was copied from, whose layers the labels
+    name), layers are matched by their position in the tree, so a copy whose
+    layers Keras named anew is found all the same."""
+    if like is None:
+        return _find_layers(model, labels)
+    where = {label: tree_index(like, label) for label in labels}
+    by_index = _find_by_index(model, [w for w in where.values() if w is not None])
+    return {label: by_index[w] for label, w in where.items() if w in by_index}

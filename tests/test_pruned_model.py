@@ -207,3 +207,29 @@ def test_copy_model_copies_weights_of_a_subclassed_model():
     for a, b in zip(copy.weights, net.weights):
         assert a is not b
         np.testing.assert_array_equal(_np(a), _np(b))
+
+
+def test_layers_keras_names_anew_in_the_copy_are_found_by_position(tmp_path):
+    """Unnamed sublayers get new automatic names in a copy or a loaded model
+    (`dense_3` for `dense`); a PrunedModel finds its layers by tree position."""
+
+    @keras.saving.register_keras_serializable("kprune_tests")
+    class Unnamed(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.hidden = L.Dense(8, activation="relu")
+            self.out = L.Dense(5)
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    model = _built(Unnamed())
+    pruned = _fit(model, epochs=1)
+    x, _ = toy_data(16)
+    path = str(tmp_path / "unnamed.keras")
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(_np(loaded(x)), _np(pruned(x)))
+    assert [g.label for g in find_wrappers(loaded)] == [g.label for g in find_wrappers(pruned)]
+    init = kprune.prune_at_init(model, toy_data(32), "snip", 0.5, verbose=0)
+    assert len(find_wrappers(init)) == 2
