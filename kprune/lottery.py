@@ -90,6 +90,7 @@ class RewindCheckpoint(keras.callbacks.Callback):
         self.imp.steps_trained += batch - self._last_batch
         self._last_batch = batch
         if self.imp.rewind_weights is None and self.imp.steps_trained >= self.imp.rewind_step:
+            self.model  # noqa: B018  (on JAX: syncs the train step's state into the variables)
             self.imp.record_rewind_point()
 
 

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.backends("tensorflow", "torch", reason="JAX: the movement-score constraint runs in the optimizer's stateless scope; open")
+
 import kprune
 from kprune import masking
 from kprune.movement import MovementConstraint, MovementPruning

@@ -201,6 +201,7 @@ def test_vit_heads_and_mlp_alone_are_exact():
     assert thin.get_layer("mha0").num_heads == 2 and thin.get_layer("mlp1_up").units == 16
 
 
+@pytest.mark.backends("tensorflow", "torch", reason="JAX: MultiHeadAttention with pruned value head dims fails to trace; open")
 def test_mha_value_head_dims(tmp_path):
     from kprune.structured import MultiHeadAttentionHandler
 
