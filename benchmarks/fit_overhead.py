@@ -105,7 +105,7 @@ def bench(name, base, x, y, batch, steps, rounds, jit=False):
             per_step[k].append(timer.seconds[0] / steps)
     med = {k: statistics.median(v) for k, v in per_step.items()}
     print(f"\n{name}: {base.count_params():,} params, batch {batch}, {steps} steps x {rounds} rounds"
-          f"{', jit_compile=True (XLA)' if jit else ''}")
+          f"{', jit_compile=True (XLA)' if jit is True else ''}")
     for k in variants:
         spread = f"{1e3 * min(per_step[k]):.3f}-{1e3 * max(per_step[k]):.3f}"
         print(f"  {k:<13} {1e3 * med[k]:7.3f} ms/step (min-max {spread})  "
