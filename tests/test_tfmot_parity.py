@@ -17,6 +17,8 @@ round(n * (1 - s)).
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 import warnings
 
