@@ -248,7 +248,6 @@ class PrunedModel(keras.Model):
         self.model = model
         self._targets = [self._normalize(t) for t in targets]
         self.groups = []
-        self._armed = False
         if _is_built(model):
             self._attach()
 

@@ -402,12 +402,6 @@ class MaskedWeights:
         or its path in the model (a `PrunedModel` group)."""
         return self.layer.name
 
-    def _release_constraints(self):
-        """Takes the `MaskConstraint`s off the pruned weights again."""
-        for weight, _, _ in self._pruned:
-            if isinstance(weight.constraint, MaskConstraint):
-                weight.constraint = weight.constraint.inner
-
     @property
     def prunable_weights(self):
         """The pruned variables of the wrapped layer."""
