@@ -31,10 +31,10 @@ sparsity; the demo recipe at 90% <= 1 pp below dense.
 `--mechanics` adds kprune with tfmot's mechanics switched on one at a time
 (at 90% and 95%), to measure which of them moves accuracy:
 
-* `tfmot-step`: the schedule is evaluated one step ahead (tfmot increments
-  `pruning_step` inside the train step before its mask update, so batch k
-  runs with the mask of step k + 1) and updates follow tfmot's rule (no
-  forced update at `end_step`);
+* `previous-step`: kprune's timing before it adopted tfmot's: batch k
+  (0-based) runs with the mask of schedule step k instead of k + 1 (tfmot
+  increments `pruning_step` inside the train step before its mask update;
+  kprune now counts the same way, `kprune.pruner`);
 * `tfmot-remask`: tfmot's weight update: weights are multiplied by the
   mask at the start of every forward pass, pruned weights get their real
   gradient and keep one optimizer step until the next forward pass, so at
@@ -188,34 +188,29 @@ def run_tfmot_seed(workdir, model, weights, train, test, orders, runs):
 # --------------------------------------------------------------------------
 
 
-class StepAhead(PruningSchedule):
-    """A schedule seen the way tfmot sees it: one step ahead.
+class StepBehind(PruningSchedule):
+    """A schedule seen one step later: kprune's timing before it adopted
+    tfmot's (0-based batch k trained with the mask of step k instead of
+    k + 1; `begin_step`'s update before the first batch either way).
 
-    tfmot increments `pruning_step` inside the train step, before the mask
-    update, so training batch k (0-based) runs with the mask of step k + 1;
-    updates happen where `(t - begin) % frequency == 0` and `t <= end`
-    (no forced update at `end_step`).
+    kprune now applies the update of step `t` before 0-based batch `t - 1`;
+    this schedule moves every update `u` of `base` to step `u + 1`, with
+    `base`'s sparsity at `u`, so it lands before batch `u`.
     """
 
     def __init__(self, base):
         self.base = base
         super().__init__(begin_step=0, end_step=-1, frequency=base.frequency)
 
-    def _next_tfmot(self, t):
-        b, f, e = self.base.begin_step, self.base.frequency, self.base.end_step
-        t = max(t, b)
-        t += (-(t - b)) % f
-        return None if e != -1 and t > e else t
-
     def should_prune(self, step):
-        return self._next_tfmot(step + 1) == step + 1
+        return step >= 1 and self.base.should_prune(int(step) - 1)
 
     def next_update(self, step):
-        t = self._next_tfmot(int(step) + 1)
-        return None if t is None else t - 1
+        u = self.base.next_update(max(int(step) - 1, 0))
+        return None if u is None else u + 1
 
     def sparsity(self, step):
-        return self.base.sparsity(int(step) + 1)
+        return self.base.sparsity(max(int(step) - 1, 0))
 
     @property
     def final_sparsity(self):
@@ -316,8 +311,8 @@ def run_kprune(weights, train, test, orders, sparsity, recipe, granularity=None,
     spe = steps_per_epoch(len(train[0]))
     if prune:
         schedule = recipe.schedule(sparsity, spe)
-        if variant in ("tfmot-step", "tfmot-both"):
-            schedule = StepAhead(schedule)
+        if variant == "previous-step":
+            schedule = StepBehind(schedule)
         model = kprune.prune_low_magnitude(model, schedule, granularity=granularity, scope=scope, ignore=ignore)
     compile_cnn(model, recipe.optimizer(spe))
     remask = variant in ("tfmot-remask", "tfmot-both")
@@ -400,7 +395,7 @@ def main(argv=None):
         sparsities = tuple(args.sparsities)
     recipe_seeds = [] if args.sparsities else [s for s in range(1 if args.quick else RECIPE_SEEDS) if s in seeds]
     mech_sparsities = [s for s in (0.9, 0.95) if s in sparsities]
-    variants = ("tfmot-step", "tfmot-remask", "forward-stored")
+    variants = ("previous-step", "tfmot-remask", "forward-stored")
     short = demo.SHORT_RECIPE
     t_start = time.perf_counter()
     res = {}  # (kind, key) -> {seed: result}
@@ -483,7 +478,7 @@ def load_results(paths):
     seeds = sorted(dense)
     sparsities = sorted(float(k[1].split("/")[1]) for k in res if k[0] == "kprune" and k[1].startswith("short/"))
     recipe_seeds = sorted(res.get(("kprune", "demo/0.9"), {}))
-    variants = tuple(v for v in ("tfmot-step", "tfmot-remask", "forward-stored") if any(k[0] == v for k in res))
+    variants = tuple(v for v in ("previous-step", "tfmot-remask", "forward-stored") if any(k[0] == v for k in res))
     mech_sparsities = sorted({float(k[1].split("/")[1]) for k in res if k[0] in variants})
     tfmot_ok = any(k[0] == "tfmot" for k in res)
     recipes = any(k[0] == "recipe" for k in res)

@@ -23,6 +23,13 @@ class PruningCallback(keras.callbacks.Callback):
     inside the optimizer step, and mask updates zero newly pruned weights at
     once.
 
+    Schedule steps count training batches from 1, as tfmot's do: the `k`-th
+    batch of training trains with the masks of schedule step `k` (step 0,
+    e.g. `begin_step=0`, is applied before the first batch). Each update is
+    computed at the beginning of the batch that needs it, from the weights
+    the previous batch left, so a `fit` never ends with an update that it
+    did not train with.
+
     The step is written into the model at every mask update and before the
     end of each epoch (at the epoch's last batch, before `on_epoch_end` of any
     other callback such as `ModelCheckpoint`), so a model saved at an epoch end
@@ -93,17 +100,25 @@ class PruningCallback(keras.callbacks.Callback):
         self._last_batch = -1
 
     def on_train_batch_begin(self, batch, logs=None):
-        # `fit` reports every batch's end, so this only advances the step in
-        # loops that call on_train_batch_begin alone (tfmot's custom loop).
+        # The batch about to run trains with the masks of schedule step
+        # `current_step + 1`: an update it needs is applied here, right before
+        # it (so no fit ends with an update it never trained with).
         if self.pruner is None:
             wrappers = find_wrappers(self.model)
             if wrappers and not all(w.built for w in wrappers):
                 return  # an unbuilt subclassed model starts at batch end
             self._start()
-        elif self._batch_open:
-            if self.pruner.is_due(1):
-                self.model  # noqa: B018  (JAX state sync, as below)
-            self.pruner.step(1)
+        else:
+            # `fit` reports every batch's end; a loop that calls only
+            # on_train_batch_begin (tfmot's custom loop) has one open batch.
+            n = 1 if self._batch_open else 0
+            if self.pruner.is_due(n):
+                # `self.model` (not `self._model`): on JAX this syncs the
+                # train state into the variables before they are read and
+                # written, and fit then continues from the assigned values.
+                # Only when variables are touched: other batches cost nothing.
+                self.model  # noqa: B018
+            self.pruner.step(n)
         self._batch_open = True
 
     def on_train_batch_end(self, batch, logs=None):
@@ -117,13 +132,12 @@ class PruningCallback(keras.callbacks.Callback):
         self._last_batch = max(batch, self._last_batch)
         steps = (self.params or {}).get("steps")
         last = bool(steps and batch + 1 >= steps)
-        if last or self.pruner.is_due(n):
-            # `self.model` (not `self._model`): on JAX this syncs the train
-            # step's state into the variables before they are read or written,
-            # and fit then continues from the assigned values. Only when
-            # variables are touched, so other batches cost nothing.
-            self.model  # noqa: B018
-        self.pruner.step(n)
+        # Count the batch; the update the next batch needs waits for its
+        # on_train_batch_begin (see there). With steps_per_execution > 1,
+        # updates due inside the execution are applied now.
+        if last or self.pruner.is_due(n, look_ahead=False):
+            self.model  # noqa: B018  (JAX state sync, as in on_train_batch_begin)
+        self.pruner.step(n, look_ahead=False)
         if last:
             self.pruner.sync()
 
@@ -132,7 +146,7 @@ class PruningCallback(keras.callbacks.Callback):
             self.model  # noqa: B018  (JAX state sync, as above)
             if self._batch_open:  # driven by hand: the last batch has ended
                 self._batch_open = False
-                self.pruner.step(1)
+                self.pruner.step(1, look_ahead=False)
             self.pruner.sync()
 
     def on_train_end(self, logs=None):

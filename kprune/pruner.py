@@ -19,7 +19,19 @@ after `optimizer.apply_gradients`, because the wrappers' `MaskConstraint`
 runs inside it; a loop that assigns variables itself must multiply by the
 masks (`wrapper.masks`) on its own.
 
-The step is a Python counter while training; it is written to the wrappers'
+**Which schedule step a batch sees.** Schedule steps count training batches
+from 1, as tfmot does: the masks of step `k` are in place when the `k`-th
+batch's gradient is applied (0-based batch index `k - 1`), and step 0 is
+before training, so a schedule's `begin_step=0` sparsity (e.g.
+`ConstantSparsity(0.5)`) is applied before the first batch. The update of
+step `k` is computed right after the batch before it finished, from the
+weights that batch left. This is tfmot's timing (tfmot increments
+`pruning_step` before its mask update): the same schedule, weights and
+batches give tfmot's masks and accuracy (measured by
+`benchmarks/quality.py`, see `docs/quality.md`).
+
+The counter `current_step` is the number of batches trained so far (the
+0-based index of the next batch); it is written to the wrappers'
 `pruning_step` variables at every mask update and on `sync()`. `start()`
 resumes from the larger of that stored step and the model optimizer's
 `iterations`, which Keras advances inside the train step and saves with the
@@ -100,10 +112,13 @@ class Pruner:
                 f"{sorted(schedules)}."
             )
         self._step = None
+        self._applied = None  # the last schedule step whose update is applied
 
     @property
     def current_step(self):
-        """The step of the next training batch (None before `start()`)."""
+        """The number of batches trained so far, i.e. the 0-based index of
+        the next batch (None before `start()`). That batch trains with the
+        masks of schedule step `current_step + 1`."""
         return self._step
 
     def start(self):
@@ -112,9 +127,12 @@ class Pruner:
         The step is the larger of the wrappers' stored `pruning_step` and the
         model optimizer's `iterations` (saved with the model by `model.save`
         and `ModelCheckpoint`, so a checkpoint written before the step was
-        stored still resumes right). Applies the masks of that step if it is
-        an update step (so a schedule starting at step 0 applies its initial
-        sparsity before the first batch).
+        stored still resumes right). With `n` that step, applies the update of
+        schedule step `n` if it is one (so a schedule starting at step 0
+        applies its initial sparsity before the first batch; on resume this
+        re-applies the last update, which changes nothing for magnitude
+        scores), then the update of step `n + 1`, whose masks the next batch
+        trains with.
         """
         for w in self.wrappers:
             w._armed = True
@@ -123,7 +141,9 @@ class Pruner:
             self.model.train_function = fn.fn
         stored = [w.step for w in self.wrappers]
         self._step = max([0, optimizer_iterations(self.model)] + stored)
-        self._update(self._step, self._step)
+        self._applied = self._step - 1
+        self._apply_through(self._step)
+        self._apply_through(self._step + 1)
         self.sync()
         return self
 
@@ -143,24 +163,38 @@ class Pruner:
         if self.wrappers and fn is not None and not isinstance(fn, _RequireCallback):
             self.model.train_function = _RequireCallback(fn, self.model, self.wrappers)
 
-    def is_due(self, n=1):
-        """Whether `step(n)` will update any mask."""
+    def is_due(self, n=1, look_ahead=True):
+        """Whether `step(n, look_ahead)` will update any mask."""
         if self._step is None:
             return False
-        return bool(self._due(self._step + 1, self._step + int(n)))
+        return bool(self._due(self._applied + 1, self._step + int(n) + int(bool(look_ahead))))
 
-    def step(self, n=1):
-        """Advances `n` training steps and updates masks if an update is due.
+    def step(self, n=1, look_ahead=True):
+        """Counts `n` trained batches and applies the update the next batch needs.
 
-        With `n > 1` (e.g. `steps_per_execution`), an update step passed over
-        inside the `n` steps is applied at the new step.
+        After it, the next batch trains with the masks of schedule step
+        `current_step + 1`. With `n > 1` (e.g. `steps_per_execution`), an
+        update step passed over inside the `n` batches is applied now, with
+        the sparsity of step `current_step + 1`.
+
+        Args:
+            n: the number of batches trained since the last call.
+            look_ahead: `False` leaves the update the next batch needs
+                pending (it is applied by the next `step()`, `step(0)`
+                applies only what is pending, or by `start()`); updates that
+                the `n` batches themselves should have had (`n > 1`) are
+                still applied. `PruningCallback` counts at each batch's end
+                and applies the next batch's update at its beginning, so a
+                `fit` never ends with an update that it did not train with
+                (as in tfmot). A custom loop may call
+                `step(look_ahead=False)` after its last batch for the same
+                end state.
         """
         n = checks.check_int("n", n, lo=0)
         if self._step is None:
             raise RuntimeError("Call Pruner.start() before Pruner.step().")
-        old = self._step
-        self._step = old + n
-        self._update(old + 1, self._step)
+        self._step += n
+        self._apply_through(self._step + int(bool(look_ahead)))
 
     def sync(self):
         """Writes the current step into every wrapper's `pruning_step`."""
@@ -170,8 +204,11 @@ class Pruner:
             w.set_step(self._step)
 
     def update_masks(self, step=None):
-        """Recomputes the masks at `step` (default: now), due or not."""
-        step = self._step if step is None else checks.check_int(
+        """Recomputes the masks at schedule step `step`, due or not (default:
+        the step the next batch trains with, `current_step + 1`)."""
+        if step is None and self._step is not None:
+            step = self._step + 1
+        step = step if step is None else checks.check_int(
             "step", step, lo=0, hi=int(np.iinfo(STEP_DTYPE).max))
         if step is None:
             step = max([0] + [w.step for w in self.wrappers])
@@ -187,8 +224,12 @@ class Pruner:
                 due.append(w)
         return due
 
-    def _update(self, first, last):
-        self._assign(last, self._due(first, last))
+    def _apply_through(self, last):
+        """Applies the updates due after the last applied step, up to `last`
+        (at `last`'s sparsity)."""
+        if last > self._applied:
+            self._assign(last, self._due(self._applied + 1, last))
+            self._applied = last
 
     def _assign(self, step, wrappers):
         if not wrappers:
@@ -240,10 +281,12 @@ class Pruner:
                 normalize=self.normalize,
                 min_keep=self.min_keep,
             ))
+        # The wrappers store the number of batches trained, not the schedule
+        # step of this update (one more; see the module docstring).
         assign_masks(wrappers, [
             [masks[(wi, vi)] for vi in range(len(w.prunable_weights))]
             for wi, w in enumerate(wrappers)
-        ], step)
+        ], step if self._step is None else self._step)
         if self.verbose:
             kept = sum(int(m.sum()) for m in masks.values())
             total = sum(m.size for m in masks.values())
@@ -287,10 +330,12 @@ def update_masks(model, step, normalize=None, min_keep=1):
     """Updates the masks that are due at `step`, for loops with their own counter.
 
     Call it **before** each training step, with the index of the step about
-    to run (0, 1, 2, ...; for example `int(optimizer.iterations)`). A wrapper
-    is updated when its schedule has an update step after the step stored in
-    the model and at most `step`, so a loop that calls it only every few
-    steps still applies every update (at the step it is called with). The
+    to run (0, 1, 2, ...; for example `int(optimizer.iterations)`); that
+    step trains with the masks of schedule step `step + 1` (schedule steps
+    count batches from 1, as tfmot's do; see `kprune.pruner`). A wrapper is
+    updated when its schedule has an update step after the last one applied
+    and at most `step + 1`, so a loop that calls it only every few steps
+    still applies every update (when it is called). The
     step is then stored in the model (for saving and resuming), and the
     wrappers are armed for training like `Pruner.start()` does.
 
@@ -316,14 +361,32 @@ def update_masks(model, step, normalize=None, min_keep=1):
     pruner = Pruner(model, normalize=normalize, min_keep=min_keep)
     for w in pruner.wrappers:
         w._armed = True
-    due = []
+    # The batch about to run trains with the masks of schedule step
+    # `step + 1` (see the module docstring); a first call (or a repeated one)
+    # also applies the update of `step` itself, as `Pruner.start()` does.
+    # The stored step is the number of batches trained (-1: never started);
+    # an earlier call with it applied the updates through `stored + 1`.
+    phases = {}  # (first, last) -> wrappers with an update in [first, last]
     for w in pruner.wrappers:
         stored = w.step
-        first = stored + 1 if stored < step else step
-        nxt = w.pruning_schedule.next_update(first)
-        if nxt is not None and nxt <= step:
-            due.append(w)
+        if stored < 0:
+            ranges = [(0, step), (step + 1, step + 1)]
+        elif stored >= step:
+            ranges = [(step, step), (step + 1, step + 1)]
+        else:
+            ranges = [(stored + 2, step + 1)]
+        for first, last in ranges:
+            if _has_update(w, first, last):
+                phases.setdefault((first, last), []).append(w)
     pruner._step = step
-    pruner._assign(step, due)
+    updated = set()
+    for (first, last), wrappers in sorted(phases.items(), key=lambda kv: kv[0][1]):
+        pruner._assign(last, wrappers)
+        updated.update(id(w) for w in wrappers)
     pruner.sync()
-    return [w.layer.name for w in due]
+    return [w.layer.name for w in pruner.wrappers if id(w) in updated]
+
+
+def _has_update(wrapper, first, last):
+    nxt = wrapper.pruning_schedule.next_update(first)
+    return nxt is not None and nxt <= last

@@ -100,16 +100,19 @@ def test_update_masks_loop_reaches_target_and_stores_step():
                 updated_at.append(step)
             train_step(x, y)
             _assert_invariant(model)
-    assert updated_at == [0, 3, 6, 9, 12]
+    # Schedule updates at 0 (before the first batch), 3, 6, 9, 12: the update
+    # of step u is applied before 0-based batch u - 1, which trains with it.
+    assert updated_at == [0, 2, 5, 8, 11]
     assert all(w.step == 15 for w in find_wrappers(model))
     _assert_invariant(model, TARGET)
 
 
 def test_update_masks_called_sparsely_catches_up():
     model = _pruned_model(kprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=4, frequency=2))
-    assert kprune.update_masks(model, 0) == ["d1", "d2", "out"]
-    assert kprune.update_masks(model, 1) == []
-    # steps 2..4 hold updates: called only at 5, it applies them at step 5
+    assert kprune.update_masks(model, 0) == ["d1", "d2", "out"]  # step 0: begin_step
+    assert kprune.update_masks(model, 1) == ["d1", "d2", "out"]  # batch 1 trains with step 2
+    assert kprune.update_masks(model, 2) == []
+    # step 4 holds an update (for batch 3): called only at 5, it applies it then
     assert kprune.update_masks(model, 5) == ["d1", "d2", "out"]
     assert kprune.update_masks(model, 6) == []
     _assert_invariant(model, 0.5)

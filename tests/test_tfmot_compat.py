@@ -178,7 +178,8 @@ def test_hand_driven_batch_begin_updates_masks_before_the_step():
         seen.append(round(_sparsity(w.masks[0]), 4))
         model(np.ones((1, 8), "float32"), training=True)
     cb.on_epoch_end(-1)
-    expected = [masking.kept_count(64, w.pruning_schedule.sparsity(s)) for s in range(4)]
+    # the k-th batch (from 1) trains with the masks of step k, as in tfmot
+    expected = [masking.kept_count(64, w.pruning_schedule.sparsity(s)) for s in range(1, 5)]
     assert seen == [round(1 - k / 64, 4) for k in expected]
     assert w.step == 4
 
