@@ -16,7 +16,8 @@ per backend lives in one small module each (`tensorflow.py`, `jax.py`,
   kind of `fn`, by double backpropagation; `vector=None` uses `g` itself.
   Used by GraSP.
 * `float64_scope()`: a context in which float64 arrays stay float64 (JAX
-  needs `jax_enable_x64`; the others always do), for SynFlow.
+  needs `jax_enable_x64`; the others always do; JAX and torch also keep Keras' type
+  promotion at 64 bits, `promotion.py`), for SynFlow.
 * `read_mask(mask_variable)`: the mask value a constraint must use now. On
   JAX, optimizer constraints run in a stateless scope that does not map the
   model's non-trainable variables; `kprune.backend.jax` wraps Keras' JAX

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
+from kprune.backend.promotion import keep_float64
+
 _STATE = threading.local()
 
 
@@ -83,7 +85,8 @@ def float64_scope():
     previous = bool(jax.config.jax_enable_x64)
     jax.config.update("jax_enable_x64", True)
     try:
-        yield
+        with keep_float64():  # and Keras' promotion keeps them (see promotion.py)
+            yield
     finally:
         jax.config.update("jax_enable_x64", previous)
 

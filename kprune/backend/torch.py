@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import torch
+
+from kprune.backend.promotion import keep_float64
 
 
 def compile_assign(fn):
@@ -70,7 +71,8 @@ def hvp_fn(fn, variables, compiled=True):
 
 
 def float64_scope():
-    return contextlib.nullcontext()
+    """float64 stays float64 inside (Keras' promotion would give float32)."""
+    return keep_float64()
 
 
 def restore_train_state(model, state):
