@@ -201,7 +201,7 @@ def test_vit_heads_and_mlp_alone_are_exact():
     assert thin.get_layer("mha0").num_heads == 2 and thin.get_layer("mlp1_up").units == 16
 
 
-@pytest.mark.backends("tensorflow", "torch", reason="JAX: MultiHeadAttention with pruned value head dims fails to trace; open")
+
 def test_mha_value_head_dims(tmp_path):
     from kprune.structured import MultiHeadAttentionHandler
 
@@ -210,7 +210,13 @@ def test_mha_value_head_dims(tmp_path):
         model = randomize(M.vit_encoder(depth=1))
         pruner, thin, _ = check_equivalent(model, pruning_ratio={"mha0": 0.5})
         mha = thin.get_layer("mha0")
-        assert mha.num_heads == 2 and mha.get_config()["value_dim"] == 2
+        if keras.backend.backend() == "jax":
+            # Keras 3.15's MultiHeadAttention fails on JAX when value_dim !=
+            # key_dim, with or without kprune: the value dims stay, and say why.
+            assert mha.num_heads == 2 and mha.get_config()["value_dim"] == 4
+            assert "value head dims of 'mha0' are kept on JAX" in pruner.report()
+        else:
+            assert mha.num_heads == 2 and mha.get_config()["value_dim"] == 2
     finally:
         register_handler(L.MultiHeadAttention, MultiHeadAttentionHandler())
 

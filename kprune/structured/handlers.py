@@ -661,6 +661,9 @@ class MultiHeadAttentionHandler(LayerHandler):
         prune_head_dims: also remove value dimensions inside every head
             (exact; the same positions in every head). Query/key dimensions
             are kept: removing them would change the `1/sqrt(key_dim)` scale.
+            On JAX the value dims are kept (frozen, with the reason), because
+            Keras 3.15's MultiHeadAttention fails there when `value_dim !=
+            key_dim`.
     """
 
     kind = "prune_out"
@@ -695,7 +698,14 @@ class MultiHeadAttentionHandler(LayerHandler):
         if not self.prune_heads:
             ctx.freeze(heads, f"heads of {layer.name!r} are kept (prune_heads=False)")
         if self.prune_head_dims:
-            ctx.inner("value_dims", ctx.fresh(layer.value_dim))
+            dims = ctx.fresh(layer.value_dim)
+            ctx.inner("value_dims", dims)
+            if keras.backend.backend() == "jax" and layer.value_dim == layer.key_dim:
+                # Keras 3.15 on JAX: MultiHeadAttention calls
+                # jax.nn.dot_product_attention, which needs value_dim == key_dim,
+                # and its fallback fails too; a thinner value would not run.
+                ctx.freeze(dims, f"value head dims of {layer.name!r} are kept on JAX: Keras "
+                                 f"3.15's MultiHeadAttention fails there when value_dim != key_dim")
         return [ctx.fresh(ctx.output_shapes[0][-1], part="attention_output")]
 
     def slots(self, layer, in_ids, out_ids, ctx=None):
