@@ -14,24 +14,33 @@ from kprune.wrapper import MaskConstraint
 LR = 0.05
 
 
-def _linear_regression(steps, schedule):
-    """y = x @ w with MSE: dL/dw = 2/n x^T (x w - y), known in closed form."""
+def _linear_regression(steps, schedule, optimizer="sgd"):
+    """y = x @ w with MSE: dL/dw = 2/n x^T (x w - y), known in closed form.
+
+    Returns the pruned model, the callback, and the by-hand score sum(-w g)
+    and weights after the same steps with `optimizer` ("sgd" or "adam")."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 6)).astype("float32")
     y = rng.normal(size=(16, 1)).astype("float32")
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1, use_bias=False, name="d")])
     w0 = np.array(keras.ops.convert_to_numpy(model.layers[0].kernel), np.float64)
     pruned = kprune.prune_low_magnitude(model, schedule)
-    pruned.compile(keras.optimizers.SGD(LR), "mse")
+    opt = keras.optimizers.SGD(LR) if optimizer == "sgd" else keras.optimizers.Adam(LR)
+    pruned.compile(opt, "mse")
     callback = MovementPruning()
     pruned.fit(x, y, batch_size=16, epochs=steps, verbose=0, callbacks=[callback])
     # The same steps by hand.
     w, score = w0.copy(), np.zeros_like(w0)
+    m, v = np.zeros_like(w0), np.zeros_like(w0)
     xd, yd = x.astype(np.float64), y.astype(np.float64)
-    for _ in range(steps):
+    for t in range(1, steps + 1):
         grad = 2.0 / len(x) * xd.T @ (xd @ w - yd)
         score += -w * grad
-        w = w - LR * grad
+        if optimizer == "sgd":
+            w = w - LR * grad
+        else:  # Keras Adam (epsilon 1e-7)
+            m, v = 0.9 * m + 0.1 * grad, 0.999 * v + 0.001 * grad**2
+            w = w - LR * np.sqrt(1 - 0.999**t) / (1 - 0.9**t) * m / (np.sqrt(v) + 1e-7)
     return pruned, callback, score, w
 
 
@@ -39,8 +48,39 @@ def test_scores_equal_accumulated_minus_w_times_grad():
     no_pruning = kprune.PolynomialDecay(0.0, 0.5, begin_step=100, end_step=200)
     pruned, callback, score, _ = _linear_regression(5, no_pruning)
     (got,), = callback.score_arrays().values()
-    # SGD: W_{t+1} - W_t = -lr * g, so the movement score is lr * sum(-W g).
-    np.testing.assert_allclose(got, LR * score, rtol=1e-4, atol=1e-8)
+    # SGD: g = (W_t - W_{t+1}) / lr, so the score is exactly sum(-W g).
+    np.testing.assert_allclose(got, score, rtol=1e-4, atol=1e-6)
+
+
+def test_scores_under_adam_are_still_minus_w_times_grad():
+    # Adam's step is not proportional to g; the score reads g off Adam's
+    # first moment, so it is the paper's sum(-W g), not sum(W * dW).
+    no_pruning = kprune.PolynomialDecay(0.0, 0.5, begin_step=100, end_step=200)
+    pruned, callback, score, w = _linear_regression(5, no_pruning, optimizer="adam")
+    (got,), = callback.score_arrays().values()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(pruned.layers[0].layer.kernel), w,
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got, score, rtol=1e-3, atol=1e-6)
+
+
+def test_a_pruned_entrys_score_keeps_moving():
+    # The forward pass is not masked: a pruned (stored zero) weight still
+    # gets dL/dW', and its score accumulates -frozen value * dL/dW'.
+    schedule = kprune.PolynomialDecay(0.0, 0.5, begin_step=1, end_step=2, frequency=1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6)).astype("float32")
+    y = rng.normal(size=(16, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1, use_bias=False)])
+    pruned = kprune.prune_low_magnitude(model, schedule)
+    pruned.compile(keras.optimizers.SGD(LR), "mse")
+    cb = MovementPruning()
+    pruned.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[cb])
+    mask = keras.ops.convert_to_numpy(pruned.layers[0].masks[0]).astype(bool)
+    assert (~mask).sum() == 3
+    (before,), = cb.score_arrays().values()
+    pruned.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[cb])
+    (after,), = cb.score_arrays().values()
+    assert np.all(after[~mask] != before[~mask])
 
 
 def test_masks_are_the_top_k_of_the_movement_scores():
