@@ -252,7 +252,9 @@ class MovementPruning(_ConstraintInstaller, PruningCallback):
     magnitude is usually as good or better (see `benchmarks/methods.py`).
 
     Args:
-        normalize: global scope: `None` or `"lamp"`, as `PruningCallback`.
+        normalize: global scope: `None` only (raw scores compared across
+            layers). `"lamp"` raises: LAMP squares the scores, and movement
+            scores are signed.
         min_keep: global scope: fewest weights any tensor keeps.
         verbose: 1 prints a line at every mask update.
 
@@ -274,6 +276,12 @@ class MovementPruning(_ConstraintInstaller, PruningCallback):
     """
 
     def __init__(self, normalize=None, min_keep=1, verbose=0):
+        if normalize == "lamp":
+            raise ValueError(
+                "MovementPruning: normalize='lamp' is not supported: LAMP squares the "
+                "scores, and movement scores are signed (a large negative score, a weight "
+                "moving towards zero, would rank as important). Use normalize=None."
+            )
         super().__init__(normalize=normalize, min_keep=min_keep, verbose=verbose,
                          scores=self._wrapper_scores)
         self.movement_scores = {}
@@ -470,10 +478,16 @@ class SoftMovementPruning(_ConstraintInstaller, PruningCallback):
     own `score_learning_rate` from the straight-through gradient `dL/dS =
     dL/dW' * W` plus an L1 penalty on the sigmoid of the scores,
 
-        R(S) = lambda_t * mean over the pruned tensors of mean(sigmoid(S)),
+        R(S) = lambda_t * mean(sigmoid(S)) over all pruned weights,
 
-    (the "l1" regularisation of the paper's reference implementation), which
-    lowers every score that the task does not hold up. The masks keep exactly
+    (the paper's `lambda * sum(sigmoid(S))`, divided by the number of pruned
+    weights so that `lambda` does not depend on the model's size), which
+    lowers every score that the task does not hold up. The paper's reference
+    implementation averages per tensor first, which is the same for tensors
+    of equal size (BERT's); for tensors of very different sizes (a 784x300
+    kernel next to a 100x10 output layer) it would push each entry of the
+    small tensor hundreds of times harder, so kprune weighs every weight the
+    same. The masks keep exactly
     the weights with `sigmoid(S) > tau_t`. The threshold `tau_t` is the value
     of the wrappers' pruning schedule (for soft movement it is a threshold,
     not a sparsity): the paper's `PolynomialDecay(0.0, 0.1, begin_step,
@@ -582,7 +596,7 @@ class SoftMovementPruning(_ConstraintInstaller, PruningCallback):
                 f"granularity='unstructured' (or use kprune.MovementPruning)."
             )
         optimizer = _optimizer_of(self.model)
-        tensors = sum(len(w.prunable_weights) for w in wrappers)
+        entries = sum(math.prod(tuple(v.shape)) for w in wrappers for v in w.prunable_weights)
         for w in wrappers:
             if w.name not in self.penalties:
                 self.penalties[w.name] = keras.Variable(np.zeros((), "float32"), trainable=False,
@@ -611,7 +625,7 @@ class SoftMovementPruning(_ConstraintInstaller, PruningCallback):
                 self._installed.append((var, var.constraint))
                 var.constraint = SoftMovementConstraint(
                     score, moments, previous, latent, mask, _GradientReader(optimizer, var),
-                    self.penalties[w.name], 1.0 / (math.prod(shape) * tensors),
+                    self.penalties[w.name], 1.0 / entries,
                     self.score_learning_rate, var.constraint)
             self.movement_scores[w.name] = scores
 

@@ -188,9 +188,9 @@ def test_soft_penalty_lowers_the_scores_of_weights_without_gradient():
     pruned, cb = _soft_fit(penalty=10.0, schedule=kprune.ConstantSparsity(0.0, begin_step=0, frequency=1000))
     dead = cb.score_arrays()[pruned.layers[0].name][0][5:]  # kernel rows of the always-zero inputs
     # By hand: 16 Adam steps (lr 0.05) on the penalty's gradient alone,
-    # lambda / (entries * tensors) * sigmoid'(S).
-    tensors = sum(len(a) for a in cb.score_arrays().values())
-    scale, s, m, v = 10.0 / (48 * tensors), 0.0, 0.0, 0.0
+    # lambda / (pruned weights) * sigmoid'(S).
+    entries = sum(a.size for arrays in cb.score_arrays().values() for a in arrays)
+    scale, s, m, v = 10.0 / entries, 0.0, 0.0, 0.0
     for t in range(1, 17):
         g = scale * (1 / (1 + np.exp(-s))) * (1 - 1 / (1 + np.exp(-s)))
         m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
@@ -269,3 +269,8 @@ def test_soft_structured_granularity_is_refused_and_the_model_is_unchanged():
     for a, b in zip(before, pruned.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert pruned.layers[0].prunable_weights[0].constraint is constraint
+
+
+def test_lamp_is_refused_for_signed_movement_scores():
+    with pytest.raises(ValueError, match="normalize='lamp'"):
+        MovementPruning(normalize="lamp")
