@@ -74,8 +74,8 @@ CH_DENSE_EPOCHS, CH_FT_EPOCHS = 3, 2
 SLIM_PENALTY = 1e-3
 # Soft movement: the paper's threshold schedule (0 -> 0.1 on sigmoid(S),
 # cubic); the score learning rate is the paper's 1e-2 times 10 for a run of
-# ~250 steps instead of ~30k; lambda per target sparsity, calibrated once on
-# seed 0 (part 1: LeNet on 0-9 from a trained net; part 2: transfer to 5-9).
+# ~250 steps instead of tens of thousands; lambda per target sparsity,
+# calibrated once on seed 0 (part 1: LeNet on 0-9 from a trained net; part 2: transfer to 5-9).
 SOFT_THRESHOLD, SOFT_SCORE_LR = 0.1, 0.1
 SOFT_PENALTY_1 = {0.90: 130.0, 0.95: 240.0, 0.98: 480.0}
 SOFT_PENALTY_2 = {0.90: 420.0, 0.95: 800.0, 0.98: 1700.0}

@@ -84,9 +84,10 @@ class _GradientReader:
 
     Called inside the variable's constraint, i.e. after the optimizer has
     updated the variable and its slots (and before `iterations` advances).
-    `exact` says whether the gradient is recovered exactly (SGD with or
-    without momentum, Adam, AdamW) or estimated as the update over the
-    learning rate (any other optimizer).
+    Exact for Adam and AdamW (from the first moment, which weight decay does
+    not enter), SGD with momentum (from the velocity) and plain SGD without
+    weight decay (from the update); for any other optimizer, the update over
+    the learning rate (its preconditioned gradient).
     """
 
     def __init__(self, optimizer, variable):
@@ -112,9 +113,6 @@ class _GradientReader:
             self.previous_slot = keras.Variable(
                 ops.convert_to_numpy(self.slot).reshape(value_shape), trainable=False,
                 name=f"movement_slot_{variable.name}")
-        # Decoupled weight decay is in the update but not in Adam's moments.
-        self.exact = self.kind in ("adam", "momentum") or (
-            self.kind == "sgd" and not getattr(optimizer, "weight_decay", None))
 
     def __call__(self, before, new):
         dtype = new.dtype
@@ -495,8 +493,8 @@ class SoftMovementPruning(_ConstraintInstaller, PruningCallback):
     0.1, cubic, with warm-up and cool-down), and the penalty ramps with it,
     `lambda_t = penalty * tau_t / tau_final`. The sparsity is not set: it is
     where the scores end up, controlled by `penalty` (the paper's
-    `final_lambda`; it reports e.g. 400 for about 90% on SQuAD with BERT), and
-    is read from the masks (`kprune.sparsity_report(model)`, `wrapper.masks`).
+    `final_lambda`, 400 in the reference implementation's SQuAD example),
+    and is read from the masks (`kprune.sparsity_report(model)`, `wrapper.masks`).
 
     Masks are recomputed at the schedule's update steps and selected by the
     mask engine (`masking.compute_masks` at the sparsity the threshold
@@ -509,11 +507,14 @@ class SoftMovementPruning(_ConstraintInstaller, PruningCallback):
 
     Args:
         penalty: the final `lambda` (>= 0), the paper's `final_lambda`
-            (defaults to 400, the paper's SQuAD value for about 90%). Higher
-            gives higher sparsity.
+            (default 400, the value in the reference implementation's SQuAD
+            example). Higher gives higher sparsity; the value that reaches a
+            given sparsity depends on the model, data and steps (LeNet-300-100
+            in `benchmarks/methods.py`: 130 / 240 / 480 for 90 / 95 / 98%).
         score_learning_rate: Adam's learning rate for the scores (paper:
-            1e-2, with a weight learning rate of 3e-5 and ~30k steps; short
-            runs need a larger one).
+            1e-2, with a weight learning rate of 3e-5 and tens of thousands
+            of steps on SQuAD; short runs need a larger one, e.g. 0.1 for
+            ~250 steps in `benchmarks/methods.py`).
         initial_score: the scores' start value (paper: 0, so `sigmoid(S) =
             0.5`).
         min_keep: every tensor keeps at least this many weights (its highest

@@ -25,7 +25,9 @@ def _linear_regression(steps, schedule, optimizer="sgd"):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1, use_bias=False, name="d")])
     w0 = np.array(keras.ops.convert_to_numpy(model.layers[0].kernel), np.float64)
     pruned = kprune.prune_low_magnitude(model, schedule)
-    opt = keras.optimizers.SGD(LR) if optimizer == "sgd" else keras.optimizers.Adam(LR)
+    opt = {"sgd": lambda: keras.optimizers.SGD(LR),
+           "momentum": lambda: keras.optimizers.SGD(LR, momentum=0.9),
+           "adam": lambda: keras.optimizers.Adam(LR)}[optimizer]()
     pruned.compile(opt, "mse")
     callback = MovementPruning()
     pruned.fit(x, y, batch_size=16, epochs=steps, verbose=0, callbacks=[callback])
@@ -38,6 +40,9 @@ def _linear_regression(steps, schedule, optimizer="sgd"):
         score += -w * grad
         if optimizer == "sgd":
             w = w - LR * grad
+        elif optimizer == "momentum":  # Keras SGD: v = 0.9 v - lr g; w += v
+            m = 0.9 * m - LR * grad
+            w = w + m
         else:  # Keras Adam (epsilon 1e-7)
             m, v = 0.9 * m + 0.1 * grad, 0.999 * v + 0.001 * grad**2
             w = w - LR * np.sqrt(1 - 0.999**t) / (1 - 0.9**t) * m / (np.sqrt(v) + 1e-7)
@@ -52,11 +57,13 @@ def test_scores_equal_accumulated_minus_w_times_grad():
     np.testing.assert_allclose(got, score, rtol=1e-4, atol=1e-6)
 
 
-def test_scores_under_adam_are_still_minus_w_times_grad():
-    # Adam's step is not proportional to g; the score reads g off Adam's
-    # first moment, so it is the paper's sum(-W g), not sum(W * dW).
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_scores_under_adam_and_momentum_are_still_minus_w_times_grad(optimizer):
+    # Their steps are not proportional to g; the score reads g off Adam's
+    # first moment / the velocity, so it is the paper's sum(-W g), not
+    # sum(W * dW).
     no_pruning = kprune.PolynomialDecay(0.0, 0.5, begin_step=100, end_step=200)
-    pruned, callback, score, w = _linear_regression(5, no_pruning, optimizer="adam")
+    pruned, callback, score, w = _linear_regression(5, no_pruning, optimizer=optimizer)
     (got,), = callback.score_arrays().values()
     np.testing.assert_allclose(keras.ops.convert_to_numpy(pruned.layers[0].layer.kernel), w,
                                rtol=1e-4, atol=1e-6)
