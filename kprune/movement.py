@@ -485,8 +485,8 @@ class SoftMovementPruning(_ConstraintInstaller, PruningCallback):
     of equal size (BERT's); for tensors of very different sizes (a 784x300
     kernel next to a 100x10 output layer) it would push each entry of the
     small tensor hundreds of times harder, so kprune weighs every weight the
-    same. The masks keep exactly
-    the weights with `sigmoid(S) > tau_t`. The threshold `tau_t` is the value
+    same. The masks keep exactly the weights with `sigmoid(S) > tau_t`
+    (see `min_keep`). The threshold `tau_t` is the value
     of the wrappers' pruning schedule (for soft movement it is a threshold,
     not a sparsity): the paper's `PolynomialDecay(0.0, 0.1, begin_step,
     end_step, power=3)` ("sigmoied_threshold", initial threshold 0, final
@@ -498,7 +498,8 @@ class SoftMovementPruning(_ConstraintInstaller, PruningCallback):
 
     Masks are recomputed at the schedule's update steps and selected by the
     mask engine (`masking.compute_masks` at the sparsity the threshold
-    implies; see `_ThresholdPruner`); between updates the stored pruned
+    implies, which keeps exactly the scores above it: every kept score is
+    strictly greater than every removed one); between updates the stored pruned
     weights stay exact zeros after every batch, as with every kprune
     schedule. A weight whose score rises above the threshold again comes back
     with the value it had when it was pruned. Scores are per weight
