@@ -33,7 +33,7 @@ from kprune.wrapper import PrunableLayer, PruneWrapper, register_prunable
 
 from kprune import lottery, movement  # noqa: E402
 from kprune.lottery import IterativeMagnitudePruning, RewindCheckpoint  # noqa: E402
-from kprune.movement import MovementPruning  # noqa: E402
+from kprune.movement import MovementPruning, SoftMovementPruning  # noqa: E402
 from kprune import criteria, distill, forgetting, regularizers  # noqa: E402
 from kprune.distill import adaptive_bn  # noqa: E402
 from kprune.forgetting import ForgettingReport, forgetting_report  # noqa: E402
@@ -75,6 +75,7 @@ __all__ = [
     "IterativeMagnitudePruning",
     "RewindCheckpoint",
     "MovementPruning",
+    "SoftMovementPruning",
     "GrowingRegularization",
     "network_slimming",
     "ForgettingReport",
