@@ -453,7 +453,8 @@ class _ThresholdPruner(Pruner):
             kept += sum(int(m.sum()) for m in masks.values())
             total += sum(m.size for m in masks.values())
         old = [[ops.convert_to_numpy(m).astype(bool) for m in w.masks] for w in wrappers]
-        assign_masks(wrappers, all_masks, step)
+        # As Pruner._assign: the wrappers store the number of batches trained.
+        assign_masks(wrappers, all_masks, step if self._step is None else self._step)
         for w, before, after in zip(wrappers, old, all_masks):
             for var, was, now in zip(w.prunable_weights, before, after):
                 previous, latent = cb._states[id(var)][1:3]
@@ -577,7 +578,7 @@ class SoftMovementPruning(_ConstraintInstaller, PruningCallback):
     def _start(self):
         self.pruner = _ThresholdPruner(self.model, self, verbose=self.verbose).start()
         for w in self.pruner.wrappers:  # lambda_t before the first update, too
-            self._set_penalty(w, self.pruner.current_step)
+            self._set_penalty(w, self.pruner.current_step + 1)  # the next batch's step
 
     def _set_penalty(self, wrapper, step):
         """Sets `lambda_t = penalty * tau_t / tau_final`; returns `tau_t`."""
