@@ -32,11 +32,10 @@ Where kprune deliberately behaves differently from tfmot (one line each):
   and at least one weight per tensor.
 * **Copies**: `prune_low_magnitude` returns new layers with the weights
   copied; tfmot wraps (and shares) the caller's layer objects.
-* **Step numbering**: kprune's step `t` is "before training batch `t`"
-  (0-based); tfmot's is "during batch `t - 1`" (1-based), so an update at
-  tfmot step `t` happens at kprune step `t`, one batch later, and
-  `initial_sparsity` is applied at `begin_step` (tfmot never evaluates step
-  0). `end_step` is always an update step.
+* **Step numbering**: the same as tfmot's (0-based batch `t - 1` trains
+  with the masks of step `t`), except that step 0 is applied before the
+  first batch (so `initial_sparsity` at `begin_step=0` is; tfmot never
+  evaluates step 0), and `end_step` is always an update step.
 * **sparsity_m_by_n=(n, m)** is applied once, at the first training step,
   whatever `pruning_schedule` says, as in tfmot (a warning says so when a
   schedule is passed); for an N:M pattern reached gradually use
