@@ -167,7 +167,6 @@ def test_prune_iteratively_reaches_the_ratio():
     assert thin.get_layer("stem").filters == 4
 
 
-@pytest.mark.backends("tensorflow", "torch", reason="JAX: ChannelPruningCallback's masks are not in the stateless train step; open")
 def test_callback_masks_during_fit_and_returns_thin_model():
     model = randomize(resnet_block_model())
     model.compile("adam", "mse")

@@ -167,7 +167,12 @@ class ChannelPruningCallback(keras.callbacks.Callback):
             var.assign(keras.ops.multiply(var, m))
 
     def on_train_batch_end(self, batch, logs=None):
-        self._apply()
+        if self._masks:
+            # `self.model` (not `self._model`): on JAX this syncs the train
+            # step's state into the variables, so the zeros assigned here are
+            # what the next step starts from (a no-op elsewhere).
+            self.model  # noqa: B018
+            self._apply()
 
     def on_train_end(self, logs=None):
         if self.plan is not None:
