@@ -122,12 +122,29 @@ def _show_masks_to_constraints(train_step):
             id(v): value for v, value in zip(self.non_trainable_variables, state[1])
         }
         try:
+            _check_pruned_layers(self)
             return train_step(self, state, data)
         finally:
             _STATE.values = previous
 
     wrapped._kprune_wrapped = train_step
     return wrapped
+
+
+def _check_pruned_layers(model):
+    """The missing-callback check, once per traced train step.
+
+    On TensorFlow and torch the pruned layers check it themselves when they
+    are called with `training=True`. Keras' JAX train step calls the model's
+    `call` directly (`stateless_call`), so a layer that a subclassed model's
+    `call` does not hand `training` to sees `training=None`; the step itself
+    checks every pruned layer instead.
+    """
+    from kprune.prune import find_wrappers  # noqa: PLC0415  (the core, lazily)
+    from kprune.wrapper import check_trainable  # noqa: PLC0415
+
+    for masked in find_wrappers(model):
+        check_trainable(masked)
 
 
 def _restore(model, state):
