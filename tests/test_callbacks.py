@@ -178,3 +178,49 @@ def test_verbose_prints_updates(capsys):
     _compile(pruned, "sgd")
     pruned.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[kprune.PruningCallback(verbose=1)])
     assert "kprune: step 0: updated 3 layer mask(s), sparsity 0.5" in capsys.readouterr().out
+
+
+# --- which schedule step a batch trains with (hypothesis) --------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(begin=st.integers(0, 6), length=st.integers(1, 8), frequency=st.integers(1, 4),
+       batches=st.integers(1, 14), constant=st.booleans())
+def test_batch_b_trains_with_the_last_update_at_or_before_step_b_plus_1(
+        begin, length, frequency, batches, constant):
+    """Driven the way `fit` drives it (batch begin, batch end): 0-based batch
+    b trains with the masks of the last update step u <= b + 1 (step 0
+    included), and after the last batch no further update is applied."""
+    if constant:
+        schedule = kprune.ConstantSparsity(0.5, begin_step=begin, frequency=frequency)
+    else:
+        schedule = kprune.PolynomialDecay(0.2, 0.8, begin_step=begin, end_step=begin + length,
+                                          frequency=frequency)
+    model = kprune.prune_low_magnitude(
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(25, name="d")]), schedule)
+    (w,) = find_wrappers(model)
+    n = w.prunable_weights[0].shape[0] * w.prunable_weights[0].shape[1]
+
+    def zeros():
+        return n - int(keras.ops.convert_to_numpy(w.masks[0]).sum())
+
+    def expected(step):
+        updates = [u for u in range(step + 1) if schedule.should_prune(u)]
+        return n - kept_count(n, schedule.sparsity(updates[-1])) if updates else 0
+
+    cb = kprune.PruningCallback()
+    cb.set_model(model)
+    cb.set_params({"epochs": 1, "steps": batches})
+    cb.on_train_begin()
+    cb.on_epoch_begin(0)
+    for b in range(batches):
+        cb.on_train_batch_begin(b)
+        assert zeros() == expected(b + 1), f"batch {b}"
+        cb.on_train_batch_end(b)
+    cb.on_epoch_end(0)
+    cb.on_train_end()
+    assert zeros() == expected(batches)  # the last batch's masks: no trailing update
+    assert w.step == batches
