@@ -197,7 +197,17 @@ class MovementConstraint(keras.constraints.Constraint):
 
 class _ConstraintInstaller:
     """Chains movement constraints in front of the wrappers' constraints for
-    one `fit` and takes them off again (shared by both callbacks)."""
+    one `fit` and takes them off again, and reads the scores (shared by both
+    callbacks)."""
+
+    def _wrapper_scores(self, wrapper):
+        return [ops.convert_to_numpy(s) for s in self.movement_scores[wrapper.name]]
+
+    def score_arrays(self):
+        """The scores as numpy arrays, `{wrapper name: [arrays]}` (hard: the
+        accumulated movement; soft: the learned scores)."""
+        return {name: [np.array(ops.convert_to_numpy(s)) for s in ss]
+                for name, ss in self.movement_scores.items()}
 
     def _wrappers(self, name):
         wrappers = [w for w in find_wrappers(self.model) if w.pruning_schedule is not None]
@@ -288,14 +298,6 @@ class MovementPruning(_ConstraintInstaller, PruningCallback):
 
     def get_config(self):
         return {"normalize": self.normalize, "min_keep": self.min_keep, "verbose": self.verbose}
-
-    def _wrapper_scores(self, wrapper):
-        return [ops.convert_to_numpy(s) for s in self.movement_scores[wrapper.name]]
-
-    def score_arrays(self):
-        """The accumulated scores as numpy arrays, `{wrapper name: [arrays]}`."""
-        return {name: [np.array(ops.convert_to_numpy(s)) for s in ss]
-                for name, ss in self.movement_scores.items()}
 
     def _install(self):
         wrappers = self._wrappers("MovementPruning")
@@ -566,14 +568,6 @@ class SoftMovementPruning(_ConstraintInstaller, PruningCallback):
         return {"penalty": self.penalty, "score_learning_rate": self.score_learning_rate,
                 "initial_score": self.initial_score, "min_keep": self.min_keep,
                 "verbose": self.verbose}
-
-    def _wrapper_scores(self, wrapper):
-        return [ops.convert_to_numpy(s) for s in self.movement_scores[wrapper.name]]
-
-    def score_arrays(self):
-        """The learned scores as numpy arrays, `{wrapper name: [arrays]}`."""
-        return {name: [np.array(ops.convert_to_numpy(s)) for s in ss]
-                for name, ss in self.movement_scores.items()}
 
     def _start(self):
         self.pruner = _ThresholdPruner(self.model, self, verbose=self.verbose).start()
