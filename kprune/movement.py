@@ -55,6 +55,11 @@ update while masked, so a pruned entry's `dL/dS` uses the value it had when
 it was pruned: the constraint keeps that frozen value (`latent`) itself and
 uses `latent * g`. A weight that comes back restarts from zero with hard
 movement, and from its frozen value with soft movement (as in the paper).
+
+Backends: TensorFlow and torch. On JAX both callbacks raise a ValueError at
+the start of `fit`: Keras' JAX optimizer step runs the constraints in a
+stateless scope that keeps only the weights' and the optimizer's variables,
+so the scores' updates would be lost.
 """
 
 from __future__ import annotations
@@ -210,6 +215,14 @@ class _ConstraintInstaller:
                 for name, ss in self.movement_scores.items()}
 
     def _wrappers(self, name):
+        if keras.backend.backend() == "jax":
+            raise ValueError(
+                f"{name} does not run on the JAX backend yet: the scores are updated by a "
+                f"constraint inside the optimizer step, and Keras' JAX optimizer step keeps "
+                f"only the weights and the optimizer's own variables of what constraints "
+                f"assign. Train with movement pruning on TensorFlow or torch (the .keras file "
+                f"loads on JAX afterwards), or use kprune.PruningCallback (magnitude) on JAX."
+            )
         wrappers = [w for w in find_wrappers(self.model) if w.pruning_schedule is not None]
         if not wrappers:
             raise ValueError(

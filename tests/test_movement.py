@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.backends("tensorflow", "torch", reason="JAX: the movement-score constraint runs in the optimizer's stateless scope; open")
+pytestmark = pytest.mark.backends("tensorflow", "torch", reason="JAX: movement pruning refuses to run there (its score updates would be lost in the stateless optimizer step); the refusal is tested")
 
 import kprune
 from kprune import masking
@@ -281,3 +281,20 @@ def test_soft_structured_granularity_is_refused_and_the_model_is_unchanged():
 def test_lamp_is_refused_for_signed_movement_scores():
     with pytest.raises(ValueError, match="normalize='lamp'"):
         MovementPruning(normalize="lamp")
+
+
+@pytest.mark.backends("jax", reason="the clear error where movement pruning cannot run")
+@pytest.mark.parametrize("callback", [MovementPruning, SoftMovementPruning])
+def test_jax_refuses_with_a_clear_error_and_keeps_the_model(callback):
+    model = kprune.prune_low_magnitude(
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="d")]),
+        kprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=4, frequency=1))
+    model.compile("sgd", "mse")
+    before = [np.array(w) for w in model.get_weights()]
+    constraints = [v.constraint for v in model.trainable_variables]
+    with pytest.raises(ValueError, match="does not run on the JAX backend"):
+        model.fit(np.ones((8, 4), "float32"), np.ones((8, 8), "float32"), verbose=0,
+                  callbacks=[callback()])
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert [v.constraint for v in model.trainable_variables] == constraints
