@@ -326,12 +326,19 @@ class InvariantChecker(keras.callbacks.Callback):
         super().__init__()
         self.batches = 0
 
+    @staticmethod
+    def _sparsity(schedule, trained):
+        # The masks a batch trained with: the last update at or before its
+        # schedule step (the number of batches trained, counting it).
+        updates = [u for u in range(trained + 1) if schedule.should_prune(u)]
+        return schedule.sparsity(updates[-1]) if updates else 0.0
+
     def on_train_batch_end(self, batch, logs=None):
-        self.batches += 1
+        self.batches += 1  # one fresh fit per checker: the batches trained so far
         wrappers = find_wrappers(self.model)
         kept = total = 0
         for w in wrappers:
-            s = w.pruning_schedule.sparsity(w.step)
+            s = self._sparsity(w.pruning_schedule, self.batches)
             for var, mvar, layout in zip(w.prunable_weights, w.masks, w.layouts):
                 value = keras.ops.convert_to_numpy(var)
                 mask = keras.ops.convert_to_numpy(mvar)
@@ -351,7 +358,7 @@ class InvariantChecker(keras.callbacks.Callback):
                     total += mask.size
         glob = [w for w in wrappers if w.scope == "global"]
         if glob and all(isinstance(w.granularity, Unstructured) for w in glob):
-            s = glob[0].pruning_schedule.sparsity(glob[0].step)
+            s = self._sparsity(glob[0].pruning_schedule, self.batches)
             assert kept == masking.kept_count(total, s)
 
 
