@@ -149,6 +149,16 @@ def _optimizer_of(model):
     return optimizer
 
 
+def _before_and_latent(mask, previous, latent, w):
+    """For a movement constraint: `(keep, before, latent)`, the mask as bools,
+    the stored value before this update (weights zeroed by a mask update
+    since the last step count as zero) and the dense weight behind the mask
+    (the weight where kept, its frozen value where pruned)."""
+    keep = ops.cast(mask, "bool")
+    before = ops.where(keep, previous, ops.zeros((), w.dtype))
+    return keep, before, ops.where(keep, before, latent)
+
+
 class MovementConstraint(keras.constraints.Constraint):
     """Accumulates the hard movement score after every optimizer update.
 
@@ -184,11 +194,7 @@ class MovementConstraint(keras.constraints.Constraint):
         self.gradient = gradient
 
     def __call__(self, w):
-        keep = ops.cast(self.mask, "bool")
-        zero = ops.zeros((), w.dtype)
-        # Weights zeroed by a mask update since the last step count as zero.
-        before = ops.where(keep, self.previous, zero)
-        latent = ops.where(keep, before, self.latent)
+        keep, before, latent = _before_and_latent(self.mask, self.previous, self.latent, w)
         if self.gradient is None:
             increment = latent * (w - before)
         else:
@@ -396,10 +402,7 @@ class SoftMovementConstraint(keras.constraints.Constraint):
         self.inner = inner
 
     def __call__(self, w):
-        keep = ops.cast(self.mask, "bool")
-        zero = ops.zeros((), w.dtype)
-        before = ops.where(keep, self.previous, zero)
-        latent = ops.where(keep, before, self.latent)
+        keep, before, latent = _before_and_latent(self.mask, self.previous, self.latent, w)
         g = ops.cast(latent * self.gradient(before, w), "float32")
         s = self.score.value if hasattr(self.score, "value") else self.score
         sig = ops.sigmoid(s)
