@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kprune.at_init import init_scores, prune_at_init  # noqa: E402
+from kprune.methods.at_init import init_scores, prune_at_init  # noqa: E402
 from kprune.data import load_mnist_5k  # noqa: E402
 
 METHODS = ["snip", "grasp", "synflow", "magnitude", "random"]
@@ -74,7 +74,7 @@ def scoring_batch(x, y, method, seed):
 
 
 def empty_layers(model):
-    from kprune.prune import find_wrappers
+    from kprune.core.wrapping import find_wrappers
 
     return [w.layer.name for w in find_wrappers(model)
             if not np.any(keras.ops.convert_to_numpy(w.masks[0]))]

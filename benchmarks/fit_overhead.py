@@ -49,7 +49,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune.demo import build_cnn  # noqa: E402
+from kprune.cli.demo import build_cnn  # noqa: E402
 
 
 def build_mlp():
@@ -125,7 +125,7 @@ def bench(name, base, x, y, batch, steps, rounds, jit=False):
 
 
 def _pruned_params(model):
-    return sum(int(np.prod(w.shape)) for g in kprune.prune.find_wrappers(model)
+    return sum(int(np.prod(w.shape)) for g in kprune.core.wrapping.find_wrappers(model)
                for w in g.prunable_weights)
 
 
@@ -140,7 +140,7 @@ def mask_hashes():
         pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.8, frequency=1))
         kprune.Pruner(pruned).update_masks(0)
         digest = hashlib.sha256()
-        for g in kprune.prune.find_wrappers(pruned):
+        for g in kprune.core.wrapping.find_wrappers(pruned):
             for m in g.masks:
                 digest.update(np.asarray(keras.ops.convert_to_numpy(m), np.uint8).tobytes())
         out[name] = digest.hexdigest()[:16]

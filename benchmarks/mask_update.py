@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune import masking  # noqa: E402
+from kprune.core import masking  # noqa: E402
 
 
 def conv_stack(width, n_layers=53, name="stack"):
@@ -96,7 +96,7 @@ def sort_global_threshold(wrappers, sparsity):
 def run(model, sparsity, repeats):
     global_model = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(sparsity), scope="global")
     layer_model = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(sparsity), scope="layer")
-    params = sum(int(np.prod(v.shape)) for w in kprune.prune.find_wrappers(global_model)
+    params = sum(int(np.prod(v.shape)) for w in kprune.core.wrapping.find_wrappers(global_model)
                  for v in w.prunable_weights)
     g, lay = kprune.Pruner(global_model), kprune.Pruner(layer_model)
     g.update_masks(0)  # steady state: pruned weights are exact zeros

@@ -42,7 +42,7 @@ Part 3, channels at 50% of a small BN-CNN: L1 filter pruning of the dense
 net; Network Slimming (trained with L1 1e-4 ... here `SLIM_PENALTY` on BN
 scales, pruned by BN scale); growing regularisation (fine-tuned with
 `GrowingRegularization`, then pruned), each fine-tuned `CH_FT_EPOCHS` epochs
-with and without distillation from the dense net (`kprune.distill`).
+with and without distillation from the dense net (`kprune.methods.distill`).
 
 Mean +- std over the seeds is printed. Usage:
 python benchmarks/methods.py [--seeds 3] [--fast]
@@ -62,9 +62,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune import distill as distill_lib  # noqa: E402
+from kprune.methods import distill as distill_lib  # noqa: E402
 from kprune.structured import ChannelPruner  # noqa: E402
-from kprune.table import format_table  # noqa: E402
+from kprune.utils.table import format_table  # noqa: E402
 
 SPARSITIES = (0.90, 0.95, 0.98)
 BATCH = 64

@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 import kprune  # noqa: E402
 from kprune.data import load_mnist_5k  # noqa: E402
-from kprune.table import format_table  # noqa: E402
+from kprune.utils.table import format_table  # noqa: E402
 
 METHODS = ["magnitude", "wanda", "sparsegpt"]
 UPDATES = {"magnitude": "no", "wanda": "no", "wanda-layer": "no", "sparsegpt": "yes"}

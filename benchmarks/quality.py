@@ -4,13 +4,13 @@ Per seed, in this (Keras 3) process:
 
 1. the offline digits, `kprune.data.load_mnist(online=False, seed=seed)`
    (4,000 train / 1,000 test);
-2. the demo's small CNN (`kprune.demo.build_cnn`) trained dense for 4
+2. the demo's small CNN (`kprune.cli.demo.build_cnn`) trained dense for 4
    epochs; its weights are then the starting point of every pruning run of
    that seed, on both sides;
 3. kprune prunes those weights during `fit`, per-layer scope, with
-   `kprune.demo.SHORT_RECIPE` (`PolynomialDecay(0 -> s)` over the first 2/3
+   `kprune.cli.demo.SHORT_RECIPE` (`PolynomialDecay(0 -> s)` over the first 2/3
    of 4 epochs, 20 mask updates, Adam(1e-3), batch 64);
-4. ONE tf_keras child process (`kprune.tfmot_subprocess`) gets the same
+4. ONE tf_keras child process (`kprune.tfmot.reference`) gets the same
    weights, data, schedule and optimizer and runs tfmot 0.8's
    `prune_low_magnitude` + `UpdatePruningStep` for every sparsity of that
    seed.
@@ -23,7 +23,7 @@ the libraries, not the shuffles.
 Printed: per sparsity, each side's mean +- standard deviation over seeds, the
 paired difference with its standard error and median, and how many seeds
 kprune is ahead; kprune's Block(4, 1), 2:4 and global scope (90%); the demo's
-recipe (`kprune.demo.DEMO_RECIPE`) at 90% on 3 seeds, with tfmot on the same
+recipe (`kprune.cli.demo.DEMO_RECIPE`) at 90% on 3 seeds, with tfmot on the same
 recipe and a dense model trained for as long with the same learning rate
 schedule for reference. Target: paired mean difference >= -1 s.e. at every
 sparsity; the demo recipe at 90% <= 1 pp below dense.
@@ -34,7 +34,7 @@ sparsity; the demo recipe at 90% <= 1 pp below dense.
 * `previous-step`: kprune's timing before it adopted tfmot's: batch k
   (0-based) runs with the mask of schedule step k instead of k + 1 (tfmot
   increments `pruning_step` inside the train step before its mask update;
-  kprune now counts the same way, `kprune.pruner`);
+  kprune now counts the same way, `kprune.core.pruner`);
 * `tfmot-remask`: tfmot's weight update: weights are multiplied by the
   mask at the start of every forward pass, pruned weights get their real
   gradient and keep one optimizer step until the next forward pass, so at
@@ -76,11 +76,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune import demo  # noqa: E402
-from kprune.prune import find_wrappers  # noqa: E402
-from kprune.schedules import PruningSchedule  # noqa: E402
-from kprune.tfmot_subprocess import CHILD_PREAMBLE, TfmotUnavailable, run_tfmot_script  # noqa: E402
-from kprune.table import format_table  # noqa: E402
+from kprune.cli import demo  # noqa: E402
+from kprune.core.wrapping import find_wrappers  # noqa: E402
+from kprune.core.schedules import PruningSchedule  # noqa: E402
+from kprune.tfmot.reference import CHILD_PREAMBLE, TfmotUnavailable, run_tfmot_script  # noqa: E402
+from kprune.utils.table import format_table  # noqa: E402
 
 BATCH = 64
 DENSE_EPOCHS = 4
@@ -544,7 +544,7 @@ def print_report(res, dense, seeds, sparsities, recipe_seeds, mech_sparsities, v
         kp = acc("kprune", "demo/0.9", recipe_seeds)
         dense_r = [dense[s] for s in recipe_seeds]
         change = statistics.mean(pct(a - b) for a, b in zip(kp, dense_r))
-        print(f"\ndemo recipe (kprune.demo.DEMO_RECIPE: {r.prune_epochs} pruning epochs, ramp over the first "
+        print(f"\ndemo recipe (kprune.cli.demo.DEMO_RECIPE: {r.prune_epochs} pruning epochs, ramp over the first "
               f"{r.ramp_fraction:.2f}, Adam({r.learning_rate:g}) {r.decay or 'constant'} decay) at 90%, "
               f"{len(recipe_seeds)} seeds:\n")
         rows = [["dense (4 epochs)", mean_sd(dense_r), ""],

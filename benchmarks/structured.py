@@ -38,7 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from kprune.flops import count_flops, count_params  # noqa: E402
+from kprune.reports.flops import count_flops, count_params  # noqa: E402
 from kprune.structured import ChannelPruner  # noqa: E402
 
 

@@ -22,7 +22,7 @@ from.
     128x128, 50% of channels removed by kprune.structured) exports dense
     (no sparse tensors) and is measurably faster than the unpruned export.
 
-The MLP has random weights masked with kprune.masking (what
+The MLP has random weights masked with kprune.core.masking (what
 `kprune.strip_pruning` produces after pruning); latency does not depend on
 the weight values. Prints ratios and whether each target is met.
 """
@@ -41,7 +41,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tflite_export  # noqa: E402
-from kprune import masking  # noqa: E402
+from kprune.core import masking  # noqa: E402
 
 
 def mlp(sizes, seed=0):

@@ -10,34 +10,51 @@ pruning method.
 import importlib.util as _util
 import os as _os
 
+from kprune import compat as _compat
+
+_compat.install()
+
 if _os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and _util.find_spec("tensorflow"):
     # TensorFlow's C++ start-up lines off stderr (KPRUNE_VERBOSE=1 keeps them).
     # On JAX and torch, TensorFlow is neither needed nor imported.
-    from tflite_export.quiet import quiet_import as _quiet_import
+    from kprune.utils.quiet import quiet_import as _quiet_import
 
     _quiet_import()
 
-from kprune import data, masking, schedules, structured
-from kprune.at_init import init_scores, prune_at_init
-from kprune.post_training import prune_post_training
-from kprune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
-from kprune.flops import count_flops, count_params, width_report
-from kprune.policy import PruneForLatencyOnXNNPack, PruningPolicy
-from kprune.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
-from kprune.prune import prune_low_magnitude, strip_pruning
-from kprune.pruned_model import PrunedModel
-from kprune.pruner import Pruner, update_masks
-from kprune.report import sparsity_report
-from kprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from kprune.wrapper import PrunableLayer, PruneWrapper, register_prunable
+# The core: the mask engine, schedules, the pruned layer, prune during fit.
+from kprune import data, structured
+from kprune.core import masking, schedules
+from kprune.core.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
+from kprune.core.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
+from kprune.core.pruned_model import PrunedModel
+from kprune.core.pruner import Pruner, update_masks
+from kprune.core.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from kprune.core.wrapper import PrunableLayer, PruneWrapper, register_prunable
+from kprune.core.wrapping import prune_low_magnitude, strip_pruning
 
-from kprune import lottery, movement  # noqa: E402
-from kprune.lottery import IterativeMagnitudePruning, RewindCheckpoint  # noqa: E402
-from kprune.movement import MovementPruning, SoftMovementPruning  # noqa: E402
-from kprune import criteria, distill, forgetting, regularizers  # noqa: E402
-from kprune.distill import adaptive_bn  # noqa: E402
-from kprune.forgetting import ForgettingReport, forgetting_report  # noqa: E402
-from kprune.regularizers import GrowingRegularization, network_slimming  # noqa: E402
+# Methods built on the core.
+from kprune.methods import criteria, distill, forgetting, lottery, movement, regularizers
+from kprune.methods.at_init import init_scores, prune_at_init
+from kprune.methods.distill import adaptive_bn
+from kprune.methods.forgetting import ForgettingReport, forgetting_report
+from kprune.methods.lottery import IterativeMagnitudePruning, RewindCheckpoint
+from kprune.methods.movement import MovementPruning, SoftMovementPruning
+from kprune.methods.post_training import prune_post_training
+from kprune.methods.regularizers import GrowingRegularization, network_slimming
+
+# Deployment targets and reports.
+from kprune.deploy.policy import PruneForLatencyOnXNNPack, PruningPolicy
+from kprune.reports.flops import count_flops, count_params, width_report
+from kprune.reports.sparsity import sparsity_report
+
+
+def __getattr__(name):
+    """Old module paths (`kprune.prune`, `kprune.pruner`, ...): see `kprune.compat`."""
+    module = _compat.moved_attribute(__name__, name)
+    if module is None:
+        raise AttributeError(f"module 'kprune' has no attribute {name!r}")
+    return module
+
 
 __version__ = "0.1.0"
 

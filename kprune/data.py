@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from kprune import checks
+from kprune.core import checks
 
 __all__ = ["load_mnist_5k", "load_mnist"]
 

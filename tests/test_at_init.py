@@ -1,4 +1,4 @@
-"""Tests for kprune.at_init: SNIP, GraSP, SynFlow, magnitude, random."""
+"""Tests for kprune.methods.at_init: SNIP, GraSP, SynFlow, magnitude, random."""
 
 import os
 
@@ -10,10 +10,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from conftest import gradients  # noqa: E402
-from kprune import backend, masking  # noqa: E402
-from kprune.at_init import init_scores, prune_at_init  # noqa: E402
-from kprune.prune import find_wrappers, strip_pruning  # noqa: E402
-from kprune.wrapper import PruneWrapper  # noqa: E402
+from kprune import backend  # noqa: E402
+from kprune.core import masking  # noqa: E402
+from kprune.methods.at_init import init_scores, prune_at_init  # noqa: E402
+from kprune.core.wrapping import find_wrappers, strip_pruning  # noqa: E402
+from kprune.core.wrapper import PruneWrapper  # noqa: E402
 
 L = keras.layers
 

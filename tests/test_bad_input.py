@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import checks
+from kprune.core import checks
 from kprune.structured import (
     ChannelPruner,
     ChannelPruningCallback,
@@ -167,7 +167,7 @@ SCHEDULES = [
     ("poly-sparsity-nan-step", lambda e: kprune.PolynomialDecay(0.0, 0.5, 0, 8).sparsity(NAN), TypeError,
      ["step must be an integer", "nan"]),
     ("next-update-none", lambda e: kprune.ConstantSparsity(0.5).next_update(None), TypeError, ["step must be an integer"]),
-    ("get-schedule-float", lambda e: kprune.schedules.get_schedule(0.5), TypeError, ["pruning_schedule must be a kprune schedule"]),
+    ("get-schedule-float", lambda e: kprune.core.schedules.get_schedule(0.5), TypeError, ["pruning_schedule must be a kprune schedule"]),
 ]
 
 
@@ -566,11 +566,11 @@ def test_numpy_scalars_are_numbers_in_schedules():
 
 def test_numpy_scalars_are_numbers_in_prune_low_magnitude(env):
     pruned = kprune.prune_low_magnitude(env.mlp, sparsity={"d1": np.float32(0.25)})
-    by_name = {w.layer.name: w for w in kprune.prune.find_wrappers(pruned)}
+    by_name = {w.layer.name: w for w in kprune.core.wrapping.find_wrappers(pruned)}
     assert by_name["d1"].pruning_schedule.target_sparsity == pytest.approx(0.25)
     # a pair list without repeats is a mapping
     pruned = kprune.prune_low_magnitude(env.mlp, sparsity=[("d1", 0.3)], ignore="out")
-    assert [w.layer.name for w in kprune.prune.find_wrappers(pruned)] == ["d1"]
+    assert [w.layer.name for w in kprune.core.wrapping.find_wrappers(pruned)] == ["d1"]
 
 
 def test_integer_steps_accepted(env):
@@ -579,14 +579,14 @@ def test_integer_steps_accepted(env):
     assert kprune.update_masks(model, keras.Variable(2, dtype="int64", trainable=False)) == ["d1", "out"]
     assert kprune.update_masks(model, np.array(4)) == ["d1", "out"]
     # The largest step the stored counter holds (int64; int32 on JAX without x64).
-    largest = int(np.iinfo(kprune.wrapper.STEP_DTYPE).max)
+    largest = int(np.iinfo(kprune.core.wrapper.STEP_DTYPE).max)
     assert kprune.update_masks(model, largest) == ["d1", "out"]
 
 
 def test_numpy_scalars_in_at_init_and_structured(env):
     pruned = kprune.prune_at_init(env.mlp, (env.x, env.y), "snip", np.float32(0.5),
                                   min_keep=np.int64(1), batches=np.int32(1), verbose=0)
-    assert len(kprune.prune.find_wrappers(pruned)) == 2
+    assert len(kprune.core.wrapping.find_wrappers(pruned)) == 2
     thin = ChannelPruner(env.cnn, pruning_ratio=np.float32(0.5), round_to=np.int64(2)).prune()
     assert thin.get_layer("c1").filters == 2
     summaries = kprune.PruningSummaries("logs", update_freq=np.int64(5))

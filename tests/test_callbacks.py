@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune.masking import kept_count
-from kprune.prune import find_wrappers
+from kprune.core.masking import kept_count
+from kprune.core.wrapping import find_wrappers
 from conftest import small_cnn, small_mlp, toy_data, weights_of
 
 

@@ -1,4 +1,4 @@
-"""kprune.checks: the shared argument checks."""
+"""kprune.core.checks: the shared argument checks."""
 
 import pathlib
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kprune import checks
+from kprune.core import checks
 
 
 @settings(max_examples=200, deadline=None)

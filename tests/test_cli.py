@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from kprune.cli import main
+from kprune.cli.main import main
 
 
 def test_demo_quick_runs_end_to_end(capsys, tmp_path):
@@ -28,10 +28,10 @@ def test_demo_quick_runs_end_to_end(capsys, tmp_path):
 
 
 def test_demo_no_export_skips_the_export(monkeypatch):
-    import kprune.demo
+    import kprune.cli.demo
 
     seen = {}
-    monkeypatch.setattr(kprune.demo, "run_demo", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(kprune.cli.demo, "run_demo", lambda **kw: seen.update(kw))
     assert main(["demo", "--quick", "--no-export"]) == 0
     assert seen["export"] is False
     assert main(["demo", "--quick"]) == 0 and seen["export"] is True
@@ -90,7 +90,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_export_is_quiet_and_verbose_brings_the_logs_back(tmp_path):
     import keras
 
-    from tflite_export.quiet import is_startup_noise
+    from kprune.utils.quiet import is_startup_noise
 
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
     model.save(tmp_path / "m.keras")

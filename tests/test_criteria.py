@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import criteria, masking
+from kprune.methods import criteria
+from kprune.core import masking
 from kprune.structured import ChannelPruner, DependencyGraph
 from kprune.structured.importance import (
     FPGMImportance,

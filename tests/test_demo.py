@@ -1,11 +1,11 @@
-"""kprune.demo's training recipe: schedule and learning rate of each phase."""
+"""kprune.cli.demo's training recipe: schedule and learning rate of each phase."""
 
 import dataclasses
 
 import keras
 import pytest
 
-from kprune import demo
+from kprune.cli import demo
 
 
 def test_demo_recipe_ramps_over_the_first_third_then_recovers():

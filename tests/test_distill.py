@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import distill as distill_lib
+from kprune.methods import distill as distill_lib
 
 
 def _mlp(units=4, name=None):

@@ -1,4 +1,4 @@
-"""Tests for kprune.flops."""
+"""Tests for kprune.reports.flops."""
 
 import os
 
@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from structured_models import resnet_block_model  # noqa: E402
 
-from kprune.flops import count_flops, count_params, layer_widths, width_report  # noqa: E402
+from kprune.reports.flops import count_flops, count_params, layer_widths, width_report  # noqa: E402
 from kprune.structured import prune_channels  # noqa: E402
 
 L = keras.layers

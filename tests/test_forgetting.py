@@ -8,7 +8,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from kprune.forgetting import forgetting_report  # noqa: E402
+from kprune.methods.forgetting import forgetting_report  # noqa: E402
 
 Y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
 DENSE = np.array([0, 0, 1, 1, 1, 2, 2, 0])

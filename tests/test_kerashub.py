@@ -8,8 +8,8 @@ import numpy as np
 
 import kprune
 from conftest import ExactZeros
-from kprune.prune import find_wrappers
-from kprune.pruned_model import PrunedModel
+from kprune.core.wrapping import find_wrappers
+from kprune.core.pruned_model import PrunedModel
 
 
 def _np(x):

@@ -7,9 +7,9 @@ import pytest
 pytestmark = pytest.mark.backends("tensorflow", "torch", reason="JAX: movement pruning refuses to run there (its score updates would be lost in the stateless optimizer step); the refusal is tested")
 
 import kprune
-from kprune import masking
-from kprune.movement import MovementConstraint, MovementPruning, SoftMovementPruning
-from kprune.wrapper import MaskConstraint
+from kprune.core import masking
+from kprune.methods.movement import MovementConstraint, MovementPruning, SoftMovementPruning
+from kprune.core.wrapper import MaskConstraint
 
 LR = 0.05
 
@@ -233,7 +233,7 @@ class _ZerosAfterEveryBatch(keras.callbacks.Callback):
         self.checked = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        for w in kprune.prune.find_wrappers(self.model):
+        for w in kprune.core.wrapping.find_wrappers(self.model):
             for var, mask in zip(w.prunable_weights, w.masks):
                 pruned = ~keras.ops.convert_to_numpy(mask).astype(bool)
                 assert np.all(keras.ops.convert_to_numpy(var)[pruned] == 0.0)

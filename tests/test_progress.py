@@ -1,4 +1,4 @@
-"""kprune.progress: Keras-style bar in a terminal, a handful of lines in a log."""
+"""kprune.utils.progress: Keras-style bar in a terminal, a handful of lines in a log."""
 
 import io
 import re
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import keras
 import kprune
-from kprune.progress import Progress, track
+from kprune.utils.progress import Progress, track
 
 from conftest import small_mlp, toy_data
 
@@ -84,7 +84,7 @@ def test_a_terminal_gets_one_bar_redrawn_in_place():
 
 
 def test_a_jupyter_kernel_stream_counts_as_interactive_but_gets_no_colour():
-    from kprune import progress
+    from kprune.utils import progress
 
     stream = io.StringIO()
     assert not progress._is_interactive(stream)

@@ -6,8 +6,8 @@ import pytest
 
 import kprune
 from conftest import ExactZeros, toy_data
-from kprune.prune import find_wrappers
-from kprune.pruned_model import PrunedModel, copy_model, prunable_layer_tree
+from kprune.core.wrapping import find_wrappers
+from kprune.core.pruned_model import PrunedModel, copy_model, prunable_layer_tree
 
 L = keras.layers
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kprune import structured
-from kprune.regularizers import GrowingRegularization, MaskedL2, network_slimming
+from kprune.methods.regularizers import GrowingRegularization, MaskedL2, network_slimming
 
 
 def _bn_model():

@@ -70,9 +70,10 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import tflite_export  # noqa: E402
-from kprune import masking  # noqa: E402
-from kprune.cli import main  # noqa: E402
-from kprune.report import REPORT_SCHEMA, detect_pattern, model_report  # noqa: E402
+from kprune.core import masking  # noqa: E402
+from kprune.cli.main import main  # noqa: E402
+from kprune.cli.file_report import REPORT_SCHEMA, model_report  # noqa: E402
+from kprune.reports.sparsity import detect_pattern  # noqa: E402
 
 
 def _masked(shape, granularity, sparsity=0.5, layout=masking.DENSE_LAYOUT, seed=0):

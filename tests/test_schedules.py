@@ -2,7 +2,7 @@ import keras
 import pytest
 
 import kprune
-from kprune.schedules import get_schedule
+from kprune.core.schedules import get_schedule
 
 
 def test_polynomial_decay_matches_tfmot_test_points():

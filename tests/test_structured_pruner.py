@@ -1,4 +1,4 @@
-"""Tests for kprune.structured.pruner: equivalence, surgery, bad input."""
+"""Tests for kprune.structured.channel_pruner: equivalence, surgery, bad input."""
 
 import os
 

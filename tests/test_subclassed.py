@@ -9,8 +9,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune import masking  # noqa: E402
-from kprune.prune import find_wrappers  # noqa: E402
+from kprune.core import masking  # noqa: E402
+from kprune.core.wrapping import find_wrappers  # noqa: E402
 
 L = keras.layers
 

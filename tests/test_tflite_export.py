@@ -1,7 +1,7 @@
 """Tests for tflite_export: convert, inspect, verify, benchmark, xnnpack, CLI.
 
 Sparse models are plain Keras models whose kernels were masked with
-kprune.masking: exactly what `kprune.strip_pruning` produces. No timing
+kprune.core.masking: exactly what `kprune.strip_pruning` produces. No timing
 thresholds here: speed and size targets live in benchmarks/tflite_sparse.py.
 """
 
@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tflite_export  # noqa: E402
-from kprune import masking  # noqa: E402
+from kprune.core import masking  # noqa: E402
 from tflite_export.cli import export_main  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,7 +153,7 @@ def test_convert_does_not_modify_model(block4):
 
 
 def test_strips_prune_wrappers_by_class_name(monkeypatch, block4):
-    """A layer named PruneWrapper triggers kprune.prune.strip_pruning."""
+    """A layer named PruneWrapper triggers kprune.core.wrapping.strip_pruning."""
     import types
 
     calls = []
@@ -163,9 +163,9 @@ def test_strips_prune_wrappers_by_class_name(monkeypatch, block4):
         calls.append(model)
         return plain
 
-    fake = types.ModuleType("kprune.prune")
+    fake = types.ModuleType("kprune.core.wrapping")
     fake.strip_pruning = strip_pruning
-    monkeypatch.setitem(sys.modules, "kprune.prune", fake)
+    monkeypatch.setitem(sys.modules, "kprune.core.wrapping", fake)
 
     class PruneWrapper(keras.layers.Wrapper):
         def call(self, x):

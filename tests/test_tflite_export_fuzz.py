@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import tflite_export  # noqa: E402
-from kprune import masking  # noqa: E402
+from kprune.core import masking  # noqa: E402
 
 
 def _mlp(sizes, seed=0):

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import tflite_export  # noqa: E402
-from kprune import masking  # noqa: E402
+from kprune.core import masking  # noqa: E402
 from tflite_export import _runtime  # noqa: E402
 from tflite_export._source import schema  # noqa: E402
 from tflite_export.cli import export_main  # noqa: E402
@@ -351,7 +351,7 @@ def test_input_file_error_is_a_value_error():
 
 
 def test_densify_expands_csr_and_block_tensors_exactly(files):
-    from tflite_export.inspect import tensor_values
+    from tflite_export.inspection import tensor_values
 
     for which in ("block", "csr"):
         model, data = files[which]

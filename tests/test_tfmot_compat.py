@@ -25,8 +25,8 @@ import tensorflow as tf  # noqa: E402
 import kprune  # noqa: E402
 import kprune.tfmot as tfmot  # noqa: E402  (the one changed line)
 import tfmot_guide  # noqa: E402
-from kprune import masking  # noqa: E402
-from kprune.prune import find_wrappers  # noqa: E402
+from kprune.core import masking  # noqa: E402
+from kprune.core.wrapping import find_wrappers  # noqa: E402
 
 K = tfmot.sparsity.keras
 L = keras.layers

@@ -2,7 +2,7 @@
 
 tfmot (tensorflow_model_optimization) runs only on tf_keras (Keras 2) and
 sets `TF_USE_LEGACY_KERAS=1` for the whole process when imported, so it is
-never imported here: a subprocess (`kprune.tfmot_subprocess`) builds the same
+never imported here: a subprocess (`kprune.tfmot.reference`) builds the same
 architecture in tf_keras, loads the weights from an .npz file, prunes and
 trains it with tfmot, and writes tfmot's masks to another .npz file.
 
@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune.prune import find_wrappers  # noqa: E402
-from kprune.tfmot_subprocess import CHILD_PREAMBLE, TfmotUnavailable, run_tfmot_script  # noqa: E402
+from kprune.core.wrapping import find_wrappers  # noqa: E402
+from kprune.tfmot.reference import CHILD_PREAMBLE, TfmotUnavailable, run_tfmot_script  # noqa: E402
 
 TIMEOUT = 300
 

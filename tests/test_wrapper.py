@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import masking
+from kprune.core import masking
 from conftest import gradients
-from kprune.wrapper import MaskConstraint, is_prunable, prunable_weights
+from kprune.core.wrapper import MaskConstraint, is_prunable, prunable_weights
 
 
 def _wrapped_dense(units=4, inputs=6, schedule=None):

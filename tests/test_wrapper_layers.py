@@ -14,9 +14,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune import masking  # noqa: E402
-from kprune.prune import find_wrappers  # noqa: E402
-from kprune.wrapper import is_prunable, prunable_weights  # noqa: E402
+from kprune.core import masking  # noqa: E402
+from kprune.core.wrapping import find_wrappers  # noqa: E402
+from kprune.core.wrapper import is_prunable, prunable_weights  # noqa: E402
 
 L = keras.layers
 SEQ, FEAT = 6, 8
@@ -114,7 +114,7 @@ def test_mha_weights_and_layouts():
     ],
 )
 def test_einsum_layout_from_equation(equation, kernel_rank, layout):
-    from kprune.wrapper import _einsum_layout
+    from kprune.core.wrapper import _einsum_layout
 
     assert _einsum_layout(equation, kernel_rank) == layout
 

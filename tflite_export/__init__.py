@@ -13,8 +13,8 @@
 
 LiteRT never runs in the caller's process: files are validated, then run in
 a worker process, so a native crash raises `InterpreterCrash` naming the file.
-`tflite_export.files` (checked inputs, atomic outputs), `tflite_export.quiet`
-(TensorFlow start-up without log noise) and `kprune.table` (the text
+`tflite_export.files` (checked inputs, atomic outputs), `kprune.utils.quiet`
+(TensorFlow start-up without log noise) and `kprune.utils.table` (the text
 table printer) serve the command line.
 * `xnnpack_sparse_report(keras_model)`: XNNPACK sparse-inference conditions,
   layer by layer.
@@ -22,10 +22,11 @@ table printer) serve the command line.
 The `kprune export` command (`tflite_export.cli.export_main`) drives it.
 """
 
+from kprune import compat as _compat
 from tflite_export._runtime import InterpreterCrash
 from tflite_export.benchmark import BenchmarkResult, Comparison, benchmark, compare
 from tflite_export.convert import CalibrationError, ConversionError, convert, save
-from tflite_export.inspect import TFLiteReport, inspect
+from tflite_export.inspection import TFLiteReport, inspect
 from tflite_export.verify import TOLERANCES, tolerance, verify
 from tflite_export.xnnpack import XnnpackSparseReport, xnnpack_sparse_report
 
@@ -47,3 +48,14 @@ __all__ = [
     "XnnpackSparseReport",
     "TOLERANCES",
 ]
+
+
+_compat.install()
+
+
+def __getattr__(name):
+    """Old module paths (`tflite_export.quiet`): see `kprune.compat`."""
+    module = _compat.moved_attribute(__name__, name)
+    if module is None:
+        raise AttributeError(f"module 'tflite_export' has no attribute {name!r}")
+    return module

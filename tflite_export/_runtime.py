@@ -1,6 +1,6 @@
 """Running .tflite files with LiteRT (ai-edge-litert), in a child process.
 
-Every file is validated with `tflite_export.inspect`'s checks first
+Every file is validated with `tflite_export.inspection`'s checks first
 (`load_checked`), then handed to a worker process
 (`tflite_export._worker`) that builds the interpreters. A native crash of
 LiteRT (SIGSEGV, SIGABRT, out of memory) kills the worker, never the

@@ -90,7 +90,7 @@ def export_main(argv=None):
         return _fail(str(e), 2)
     except SystemExit as e:  # --help
         return int(e.code or 0)
-    from tflite_export.quiet import quiet_import, set_verbose, startup_lines
+    from kprune.utils.quiet import quiet_import, set_verbose, startup_lines
 
     quiet_import(verbose=args.verbose or None)
     set_verbose(args.verbose)
@@ -142,10 +142,10 @@ def _load_calibration(path):
 def _export(args):
     import numpy as np
 
-    from kprune.table import format_table
+    from kprune.utils.table import format_table
     from tflite_export.benchmark import compare
     from tflite_export.convert import convert
-    from tflite_export.inspect import inspect
+    from tflite_export.inspection import inspect
     from tflite_export.verify import compare_outputs, tolerance
 
     if args.quantize == "int8" and not args.calibration:

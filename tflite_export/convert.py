@@ -181,16 +181,16 @@ def save(tflite, path):
 def strip_if_pruned(model):
     """Returns `model` without pruning wrappers (a new model) or `model` itself.
 
-    Uses `kprune.prune.strip_pruning` when any layer is a `PruneWrapper`.
+    Uses `kprune.core.wrapping.strip_pruning` when any layer is a `PruneWrapper`.
     """
     if not any(_is_prune_wrapper(layer) for layer in _all_layers(model)):
         return model
     try:
-        from kprune.prune import strip_pruning
+        from kprune.core.wrapping import strip_pruning
     except ImportError as e:
         raise ValueError(
             f"model {model.name!r} contains PruneWrapper layers but "
-            f"kprune.prune.strip_pruning is not importable ({e})."
+            f"kprune.core.wrapping.strip_pruning is not importable ({e})."
         ) from None
     return strip_pruning(model)
 
@@ -221,7 +221,7 @@ def _with_list_inputs(model):
 
 def _is_prune_wrapper(layer):
     try:
-        from kprune.wrapper import PruneWrapper
+        from kprune.core.wrapper import PruneWrapper
 
         if isinstance(layer, PruneWrapper):
             return True

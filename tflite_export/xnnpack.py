@@ -27,7 +27,7 @@ import platform
 
 import numpy as np
 
-from kprune.table import format_table
+from kprune.utils.table import format_table
 
 #: XNNPACK takes the sparse path when the 1x1 convs have more zeros than this.
 MIN_ZEROS = 2.0 / 3.0

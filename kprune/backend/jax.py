@@ -140,8 +140,8 @@ def _check_pruned_layers(model):
     `call` does not hand `training` to sees `training=None`; the step itself
     checks every pruned layer instead.
     """
-    from kprune.prune import find_wrappers  # noqa: PLC0415  (the core, lazily)
-    from kprune.wrapper import check_trainable  # noqa: PLC0415
+    from kprune.core.wrapping import find_wrappers  # noqa: PLC0415  (the core, lazily)
+    from kprune.core.wrapper import check_trainable  # noqa: PLC0415
 
     for masked in find_wrappers(model):
         check_trainable(masked)

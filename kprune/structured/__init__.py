@@ -56,7 +56,7 @@ from kprune.structured.importance import (
 )
 from kprune.structured.iterative import ChannelPruningCallback, prune_iteratively
 from kprune.structured.plan import PruningPlan
-from kprune.structured.pruner import ChannelPruner, prune_channels
+from kprune.structured.channel_pruner import ChannelPruner, prune_channels
 from kprune.structured.verify import PruningVerificationError
 
 __all__ = [
@@ -73,3 +73,13 @@ __all__ = [
     "ChannelPruner", "PruningPlan", "prune_channels", "prune_iteratively",
     "ChannelPruningCallback", "PruningVerificationError",
 ]
+
+
+def __getattr__(name):
+    """Old module paths (`kprune.structured.pruner`): see `kprune.compat`."""
+    from kprune import compat  # noqa: PLC0415  (only for the old paths)
+
+    module = compat.moved_attribute(__name__, name)
+    if module is None:
+        raise AttributeError(f"module 'kprune.structured' has no attribute {name!r}")
+    return module

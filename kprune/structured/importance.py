@@ -4,7 +4,7 @@ An importance is any callable `importance(group) -> scores`: it gets a
 `kprune.structured.Group` and returns a 1-D array with one score per channel
 of the group (higher = keep), or `None` when it has nothing to say about the
 group (the group is then not pruned, and the plan's report says so). The
-scores go to `kprune.masking`, which does the selection.
+scores go to `kprune.core.masking`, which does the selection.
 
 Built in:
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kprune import checks
+from kprune.core import checks
 
 __all__ = [
     "Importance",
@@ -254,7 +254,7 @@ def get_importance(identifier):
 
 
 # --------------------------------------------------------------------------
-# More criteria (kprune.criteria has their weight-level counterparts)
+# More criteria (kprune.methods.criteria has their weight-level counterparts)
 # --------------------------------------------------------------------------
 
 
@@ -263,7 +263,7 @@ class HessianImportance(Importance):
 
     Optimal Brain Damage (LeCun et al. 1990) summed over each channel's
     coupled weights, as Torch-Pruning's `GroupHessianImportance`. The Hessian
-    diagonal `h_ii` of the loss comes from `kprune.criteria.hessian_diagonal`
+    diagonal `h_ii` of the loss comes from `kprune.methods.criteria.hessian_diagonal`
     (Hutchinson's estimator by default), computed once per model on `x, y`.
 
     Args:
@@ -286,7 +286,7 @@ class HessianImportance(Importance):
         self._model_id = None
 
     def _compute(self, model):
-        from kprune.criteria import obd_scores  # noqa: PLC0415
+        from kprune.methods.criteria import obd_scores  # noqa: PLC0415
 
         variables = list(model.trainable_weights)
         scores = obd_scores(model, variables, self.x, self.y, self.loss,
@@ -357,7 +357,7 @@ class LAMPImportance(Importance):
     """LAMP scores of the channel norms (Lee et al., ICLR 2021).
 
     The group's L`p` channel norms `s` become `s_c**2 / sum_{k: s_k >= s_c}
-    s_k**2` (`kprune.masking.lamp_scores`), which makes groups of different
+    s_k**2` (`kprune.core.masking.lamp_scores`), which makes groups of different
     sizes and scales comparable: use it with `global_pruning=True,
     global_normalize=None` (`global_normalize="lamp"` with `"l2"` is the same
     rule applied by the pruner). Within one group, LAMP orders channels as
@@ -376,7 +376,7 @@ class LAMPImportance(Importance):
         self._norm = MagnitudeImportance(p=p)
 
     def __call__(self, group):
-        from kprune.masking import lamp_scores  # noqa: PLC0415
+        from kprune.core.masking import lamp_scores  # noqa: PLC0415
 
         s = self._norm(group)
         return None if s is None else lamp_scores(s)

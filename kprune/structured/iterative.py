@@ -6,11 +6,12 @@ import collections.abc
 
 import keras
 
-from kprune import checks, progress
+from kprune.core import checks
+from kprune.utils import progress
 from kprune.structured.graph import check_graph_model
 from kprune.structured.handlers import find_weight
 from kprune.structured.plan import check_ratio
-from kprune.structured.pruner import ChannelPruner, check_ratio_arg
+from kprune.structured.channel_pruner import ChannelPruner, check_ratio_arg
 
 __all__ = ["prune_iteratively", "ChannelPruningCallback"]
 

@@ -15,8 +15,8 @@ __all__ = ["PruningPlan", "check_ratio"]
 
 def check_ratio(value, name):
     """Validates a pruning ratio in [0, 1); returns it as a float (see
-    `kprune.checks.check_sparsity`: numpy numbers accepted, bools refused)."""
-    from kprune import checks  # noqa: PLC0415
+    `kprune.core.checks.check_sparsity`: numpy numbers accepted, bools refused)."""
+    from kprune.core import checks  # noqa: PLC0415
 
     return checks.check_sparsity(name, value, what="channels")
 
@@ -71,7 +71,7 @@ class PruningPlan:
 
     def report(self):
         """A per-layer before/after width table, the notes and approximate groups."""
-        from kprune.table import format_table  # noqa: PLC0415
+        from kprune.utils.table import format_table  # noqa: PLC0415
 
         rows = []
         for path, (b, a) in self.widths.items():

@@ -21,12 +21,12 @@ import warnings
 import keras
 import numpy as np
 
-from kprune import callbacks as _callbacks
-from kprune import masking as _masking
-from kprune import policy as _policy
-from kprune import prune as _prune
-from kprune import schedules as _schedules
-from kprune import wrapper as _wrapper
+from kprune.core import callbacks as _callbacks
+from kprune.core import masking as _masking
+from kprune.deploy import policy as _policy
+from kprune.core import wrapping as _prune
+from kprune.core import schedules as _schedules
+from kprune.core import wrapper as _wrapper
 
 __all__ = [
     "prune_low_magnitude",

@@ -44,9 +44,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune import backend, checks, masking
-from kprune.prune import find_wrappers
-from kprune.wrapper import STEP_DTYPE, assign_masks
+from kprune import backend
+from kprune.core import checks, masking
+from kprune.core.wrapping import find_wrappers
+from kprune.core.wrapper import STEP_DTYPE, assign_masks
 
 __all__ = ["Pruner", "update_masks"]
 
@@ -66,7 +67,7 @@ class Pruner:
         scores: where the scores come from: `None` (default) is magnitude
             `|w|`; a callable `scores(wrapper) -> list of arrays`, one per
             `wrapper.prunable_weights` (higher = keep), plugs in another
-            criterion (movement pruning, `kprune.movement`, uses this).
+            criterion (movement pruning, `kprune.methods.movement`, uses this).
 
     Returns:
         A `Pruner`. Call `start()` once before training and `step()` after
@@ -306,7 +307,7 @@ class _RequireCallback:
 
     def __call__(self, *args, **kwargs):
         if not any(w._armed for w in self.wrappers):
-            from kprune.wrapper import _NO_CALLBACK_MESSAGE  # noqa: PLC0415
+            from kprune.core.wrapper import _NO_CALLBACK_MESSAGE  # noqa: PLC0415
 
             if args:
                 backend.restore_train_state(self.model, args[0])
@@ -332,7 +333,7 @@ def update_masks(model, step, normalize=None, min_keep=1):
     Call it **before** each training step, with the index of the step about
     to run (0, 1, 2, ...; for example `int(optimizer.iterations)`); that
     step trains with the masks of schedule step `step + 1` (schedule steps
-    count batches from 1, as tfmot's do; see `kprune.pruner`). A wrapper is
+    count batches from 1, as tfmot's do; see `kprune.core.pruner`). A wrapper is
     updated when its schedule has an update step after the last one applied
     and at most `step + 1`, so a loop that calls it only every few steps
     still applies every update (when it is called). The

@@ -20,7 +20,7 @@ block left by an exception, `- failed (ValueError)`). Output goes to
 `sys.stdout` (where Keras prints its progress) unless `stream` is given.
 
 Example:
->>> with kprune.progress.Progress(100, "SynFlow", verbose=1, unit="round") as p:
+>>> with kprune.utils.progress.Progress(100, "SynFlow", verbose=1, unit="round") as p:
 ...     for _ in range(100):
 ...         p.update(1)
 SynFlow   0/100 ────────────────────

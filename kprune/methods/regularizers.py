@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kprune import prune as prune_lib
+from kprune.core import wrapping as prune_lib
 
 __all__ = ["network_slimming", "GrowingRegularization", "MaskedL2"]
 

@@ -16,7 +16,7 @@ weight behind it.
   0.0, final_sparsity, begin_step, end_step, power=3)` (Sanh et al.: a
   warm-up before `begin_step` with no pruning, the sparsity rising cubically
   to `end_step`, then a cool-down at the final masks). The masks are selected
-  by the mask engine (`kprune.masking.compute_masks`) at the schedule's update
+  by the mask engine (`kprune.core.masking.compute_masks`) at the schedule's update
   steps, through `kprune.Pruner`'s `scores=` seam, so layer or global scope,
   LAMP normalisation and every granularity work as for magnitude pruning.
 * **Soft** (`SoftMovementPruning`, threshold): the scores are *learned*, by
@@ -70,11 +70,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from kprune import checks, masking
-from kprune.callbacks import PruningCallback
-from kprune.prune import find_wrappers
-from kprune.pruner import Pruner
-from kprune.wrapper import assign_masks
+from kprune.core import checks, masking
+from kprune.core.callbacks import PruningCallback
+from kprune.core.wrapping import find_wrappers
+from kprune.core.pruner import Pruner
+from kprune.core.wrapper import assign_masks
 
 __all__ = [
     "MovementPruning",

@@ -14,7 +14,7 @@ test can skip and a benchmark can say why it has no tfmot column.
 
 Example:
 ```python
-from kprune import tfmot_subprocess
+from kprune.tfmot import reference as tfmot_subprocess
 
 source = tfmot_subprocess.CHILD_PREAMBLE + "print(tfmot.__version__)"
 out = tfmot_subprocess.run_tfmot_script(source, [], workdir="/tmp/x")

@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from kprune import checks
+from kprune.core import checks
 
 __all__ = [
     "Layout",

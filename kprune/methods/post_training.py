@@ -32,7 +32,7 @@ of the layer's inputs in the same view, one row per token / pixel / example):
   of the remaining weights for each pruned weight, as in Optimal Brain
   Surgeon.
 
-All selections go through the mask engine (`kprune.masking.compute_mask`),
+All selections go through the mask engine (`kprune.core.masking.compute_mask`),
 with its tie and rounding rules. N:M matches `kprune.NM`: `n` zeros in every
 `m` consecutive weights along the input axis (`Layout.in_axis`), the engine's
 rule for a shorter tail group.
@@ -72,9 +72,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kprune import masking  # noqa: E402
-from kprune import prune as prune_lib  # noqa: E402
-from kprune.wrapper import PruneWrapper, is_prunable, prunable_weights  # noqa: E402
+from kprune.core import masking  # noqa: E402
+from kprune.core import wrapping as prune_lib  # noqa: E402
+from kprune.core.wrapper import PruneWrapper, is_prunable, prunable_weights  # noqa: E402
 
 __all__ = [
     "METHODS",
@@ -330,7 +330,7 @@ def capture_inputs(layers, callback, stop_after=None):
     Example:
     ```python
     seen = []
-    with kprune.post_training.capture_inputs([dense], lambda l, x: seen.append(x)):
+    with kprune.methods.post_training.capture_inputs([dense], lambda l, x: seen.append(x)):
         model(x_batch)
     ```
     """
@@ -775,7 +775,7 @@ def _batch_starts(cols, block_size, granularity, length):
 
 def _updates_nested_layers(model, updates):
     """Whether an updated weight belongs to a layer no `PruneWrapper` reaches."""
-    from kprune.pruned_model import prunable_layer_tree  # noqa: PLC0415
+    from kprune.core.pruned_model import prunable_layer_tree  # noqa: PLC0415
 
     if not isinstance(model, keras.Model):
         return False
@@ -790,8 +790,8 @@ def _apply_in_tree(model, updates):
     (KerasHub transformer blocks) or subclassed models: a `kprune.PrunedModel`
     over a copy of `model`, with fixed masks on every layer that has an
     updated weight, so the result fine-tunes with exact zeros like any other."""
-    from kprune.pruned_model import PrunedModel, copy_model, prunable_layer_tree, tree_index  # noqa: PLC0415
-    from kprune.wrapper import assign_masks  # noqa: PLC0415
+    from kprune.core.pruned_model import PrunedModel, copy_model, prunable_layer_tree, tree_index  # noqa: PLC0415
+    from kprune.core.wrapper import assign_masks  # noqa: PLC0415
 
     paths = [v.path for v in model.weights]
     unknown = sorted(set(updates) - set(paths))

@@ -10,9 +10,9 @@ import warnings
 
 import keras
 
-from kprune import checks, masking
-from kprune import schedules as schedules_lib
-from kprune.wrapper import PruneWrapper, is_prunable
+from kprune.core import checks, masking
+from kprune.core import schedules as schedules_lib
+from kprune.core.wrapper import PruneWrapper, is_prunable
 
 __all__ = [
     "prune_low_magnitude", "strip_pruning", "find_wrappers", "unprunable_layers",
@@ -21,10 +21,10 @@ __all__ = [
 
 
 def find_wrappers(model):
-    """Every pruned layer's masks in `model` (`kprune.wrapper.MaskedWeights`):
+    """Every pruned layer's masks in `model` (`kprune.core.wrapper.MaskedWeights`):
     its `PruneWrapper` layers, nested models included, and the groups of any
     `kprune.PrunedModel` (the model itself or one nested in it)."""
-    from kprune.pruned_model import PrunedModel  # noqa: PLC0415
+    from kprune.core.pruned_model import PrunedModel  # noqa: PLC0415
 
     if isinstance(model, PruneWrapper):
         return [model]
@@ -103,7 +103,7 @@ def wrap_fixed(model, layers, scope="layer", prune_bias=False, layer_scopes=None
 
     Fixed masks (`pruning_schedule=None`) never change during training and
     need no callback; set them with `wrapper.assign_masks`. Used by
-    `prune_at_init` and the lottery-ticket loop (`kprune.lottery`).
+    `prune_at_init` and the lottery-ticket loop (`kprune.methods.lottery`).
 
     Args:
         model: a built Sequential or functional model (not modified).
@@ -424,7 +424,7 @@ def prune_low_magnitude(
         return wrapper
 
     if pruning_policy is None and _needs_pruned_model(to_prune):
-        from kprune.pruned_model import prune_layer_tree  # noqa: PLC0415
+        from kprune.core.pruned_model import prune_layer_tree  # noqa: PLC0415
 
         return prune_layer_tree(to_prune, pruning_schedule, granularity, scope,
                                 overrides, ignore, in_place, verbose)
@@ -488,7 +488,7 @@ def _prune_list(layers, pruning_schedule, granularity, scope):
                 f"out of the list."
             )
         if not isinstance(layer, keras.layers.InputLayer) and not is_prunable(layer):
-            from kprune.wrapper import prunable_weights
+            from kprune.core.wrapper import prunable_weights
 
             prunable_weights(layer)  # raises the descriptive error
     return [
@@ -500,7 +500,7 @@ def _prune_list(layers, pruning_schedule, granularity, scope):
 
 def _apply_policy(policy, model, targets):
     """The targets a `PruningPolicy` allows, after it has checked the model."""
-    from kprune.policy import PruningPolicy
+    from kprune.deploy.policy import PruningPolicy
 
     if not isinstance(policy, PruningPolicy):
         raise TypeError(
@@ -522,7 +522,7 @@ def _needs_pruned_model(model):
     """Whether `model` has prunable layers that no `PruneWrapper` can reach
     (inside composite layers or subclassed models): then it is pruned as a
     `kprune.PrunedModel`."""
-    from kprune.pruned_model import prunable_layer_tree  # noqa: PLC0415
+    from kprune.core.pruned_model import prunable_layer_tree  # noqa: PLC0415
 
     if not isinstance(model, keras.Model) or not (model.built or model.weights):
         return False
@@ -609,7 +609,7 @@ def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitud
 
 
 def _weights_of(layer):
-    from kprune.wrapper import prunable_weights
+    from kprune.core.wrapper import prunable_weights
 
     return prunable_weights(layer)
 
@@ -677,7 +677,7 @@ def strip_pruning(model):
     >>> plain = kprune.strip_pruning(pruned)
     >>> plain.save("model.keras")
     """
-    from kprune.pruned_model import PrunedModel, copy_model  # noqa: PLC0415
+    from kprune.core.pruned_model import PrunedModel, copy_model  # noqa: PLC0415
 
     if isinstance(model, PruneWrapper):
         layer = _fresh_copy(model.layer)

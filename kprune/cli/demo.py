@@ -26,7 +26,9 @@ import time
 import keras
 import numpy as np
 
-from kprune import callbacks, data, prune, report, schedules
+from kprune.core import callbacks, wrapping as prune, schedules
+from kprune import data
+from kprune.reports import sparsity as report
 
 __all__ = ["DEMO_RECIPE", "PruningRecipe", "SHORT_RECIPE", "build_cnn", "export_demo",
            "gzipped_weight_bytes", "run_demo"]
@@ -88,7 +90,7 @@ class PruningRecipe:
             a fraction of the first.
 
     Example:
-    >>> recipe = kprune.demo.DEMO_RECIPE
+    >>> recipe = kprune.cli.demo.DEMO_RECIPE
     >>> schedule = recipe.schedule(0.9, steps_per_epoch=63)
     >>> optimizer = recipe.optimizer(steps_per_epoch=63)
     """
@@ -244,7 +246,7 @@ def export_demo(model, samples, export_dir=None, runs=50, repeats=5):
     import tempfile
 
     import tflite_export
-    from kprune.table import format_table
+    from kprune.utils.table import format_table
 
     print("\n[export] dense and sparse .tflite files, verified against Keras, timed with LiteRT")
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune import checks
+from kprune.core import checks
 
 __all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay", "get_schedule"]
 

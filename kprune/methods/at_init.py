@@ -2,7 +2,7 @@
 
 Score every prunable weight of a freshly initialised model, fix the mask, then
 train the sparse network. Scores always mean "higher = keep" when they reach
-the mask engine (`kprune.masking.compute_masks`), which is the only place
+the mask engine (`kprune.core.masking.compute_masks`), which is the only place
 where scores become masks (global or per-layer scope).
 
 Definitions (and the choices made where the reference code leaves room):
@@ -64,10 +64,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from kprune import backend, checks, masking, progress  # noqa: E402
-from kprune import prune as prune_lib  # noqa: E402
-from kprune.pruned_model import PrunedModel, copy_model, find_layers, select_tree_targets, tree_index  # noqa: E402
-from kprune.wrapper import assign_masks, prunable_weights, weight_path  # noqa: E402
+from kprune import backend  # noqa: E402
+from kprune.core import checks, masking  # noqa: E402
+from kprune.utils import progress  # noqa: E402
+from kprune.core import wrapping as prune_lib  # noqa: E402
+from kprune.core.pruned_model import PrunedModel, copy_model, find_layers, select_tree_targets, tree_index  # noqa: E402
+from kprune.core.wrapper import assign_masks, prunable_weights, weight_path  # noqa: E402
 
 __all__ = ["METHODS", "init_scores", "prune_at_init"]
 
@@ -128,7 +130,7 @@ def init_scores(
         ignore: layer names or classes not to score.
         batch_size: batch size when `data` is given as arrays.
         temperature: GraSP's temperature `T` (default 200, as the paper).
-        verbose: 1 shows progress (`kprune.progress`), 0 is silent.
+        verbose: 1 shows progress (`kprune.utils.progress`), 0 is silent.
 
     Returns:
         A dict `{(layer_name, weight_name): numpy array}` in model order, with

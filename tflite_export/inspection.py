@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 
 from tflite_export._source import ITEMSIZE, element_count, load_checked, schema, type_names
-from kprune.table import format_table
+from kprune.utils.table import format_table
 
 # Block shapes of TFLite's sparse FullyConnected kernel, by weight dtype.
 SPARSE_FC_BLOCKS = {"float32": (1, 4), "int8": (1, 16)}

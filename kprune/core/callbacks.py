@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune import checks
-from kprune.prune import find_wrappers
-from kprune.pruner import Pruner, optimizer_iterations
+from kprune.core import checks
+from kprune.core.wrapping import find_wrappers
+from kprune.core.pruner import Pruner, optimizer_iterations
 
 __all__ = ["PruningCallback", "PruningSummaries", "UpdatePruningStep"]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 
 from kprune.structured.graph import check_graph_model, model_nodes
-from kprune.wrapper import PruneWrapper
+from kprune.core.wrapper import PruneWrapper
 
 __all__ = ["PruningPolicy", "PruneForLatencyOnXNNPack"]
 

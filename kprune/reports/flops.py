@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kprune import checks
+from kprune.core import checks
 
 __all__ = ["count_flops", "count_params", "layer_widths", "width_report"]
 

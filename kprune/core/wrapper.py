@@ -35,8 +35,9 @@ import numpy as np
 import keras
 from keras import ops
 
-from kprune import backend, checks, masking
-from kprune import schedules as schedules_lib
+from kprune import backend
+from kprune.core import checks, masking
+from kprune.core import schedules as schedules_lib
 
 __all__ = [
     "PruneWrapper",
@@ -99,7 +100,7 @@ def register_prunable(layer_cls, getter):
 
     Example:
     >>> kprune.register_prunable(
-    ...     MyLayer, lambda l: [(l.w, kprune.masking.Layout(0, -1))])
+    ...     MyLayer, lambda l: [(l.w, kprune.core.masking.Layout(0, -1))])
     """
     if not (isinstance(layer_cls, type) and issubclass(layer_cls, keras.layers.Layer)):
         raise TypeError(f"layer_cls must be a Keras Layer class, got {layer_cls!r}.")
@@ -361,7 +362,7 @@ class MaskedWeights:
     Attributes:
         layer: the pruned Keras layer.
         pruning_schedule: its schedule, or None for fixed masks.
-        granularity: a `kprune.masking.Granularity`.
+        granularity: a `kprune.core.masking.Granularity`.
         scope: `"layer"` or `"global"`.
     """
 

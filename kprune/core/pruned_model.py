@@ -14,7 +14,7 @@ pass at all, so such layers are pruned where they are:
   non-trainable variables (so they are saved, loaded and, on JAX, part of the
   train step's state) and puts a `MaskConstraint` on each pruned weight.
 * Each target is a `MaskedGroup`, which has the same interface as a
-  `PruneWrapper` (`kprune.wrapper.MaskedWeights`): `Pruner`,
+  `PruneWrapper` (`kprune.core.wrapper.MaskedWeights`): `Pruner`,
   `PruningCallback`, `strip_pruning` and the reports treat both alike, with
   one mask engine and one update path.
 * `kprune.prune_low_magnitude` returns a `PrunedModel` when the model has
@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import keras
 
-from kprune import masking
-from kprune import schedules as schedules_lib
-from kprune.wrapper import MaskedWeights, PruneWrapper, is_prunable
+from kprune.core import masking
+from kprune.core import schedules as schedules_lib
+from kprune.core.wrapper import MaskedWeights, PruneWrapper, is_prunable
 
 __all__ = [
     "PrunedModel",
@@ -147,7 +147,7 @@ def copy_model(model):
             type(model).__name__ == "Functional" and _is_graph(model)):
         # A plain graph: cloned layer by layer (each layer's own class, no
         # registration needed), weights copied.
-        from kprune.prune import clone_layers, _fresh_copy  # noqa: PLC0415
+        from kprune.core.wrapping import clone_layers, _fresh_copy  # noqa: PLC0415
 
         return clone_layers(model, _fresh_copy)
     try:
@@ -186,7 +186,7 @@ class MaskedGroup(MaskedWeights):
         label: its label in the model (see `prunable_layer_tree`), the key
             of the saved config.
         pruning_schedule: a schedule, or None for fixed masks.
-        granularity: a `kprune.masking.Granularity`.
+        granularity: a `kprune.core.masking.Granularity`.
         scope: `"layer"` or `"global"`.
         prune_bias: also mask the layer's bias.
     """
@@ -302,7 +302,7 @@ class PrunedModel(keras.Model):
         self._attach()
 
     def call(self, inputs, training=None, **kwargs):
-        from kprune.wrapper import check_trainable  # noqa: PLC0415
+        from kprune.core.wrapper import check_trainable  # noqa: PLC0415
 
         if training:
             for group in self.groups:
@@ -349,7 +349,7 @@ def select_tree_targets(model, overrides=None, ignore=None, overrides_arg="spars
         A list of `(layer, label, override)`, where `override` is the
         layer's value in `overrides` (a sparsity) or `None` when it has none.
     """
-    from kprune.prune import _normalize_ignore  # noqa: PLC0415
+    from kprune.core.wrapping import _normalize_ignore  # noqa: PLC0415
 
     found = prunable_layer_tree(model)
     if not found:
@@ -398,7 +398,7 @@ def prune_layer_tree(model, pruning_schedule, granularity, scope, overrides, ign
                      in_place=False, verbose=0):
     """`kprune.prune_low_magnitude` for models a wrapper cannot reach: a
     `PrunedModel` over a copy of `model` (or `model` itself, `in_place`)."""
-    from kprune.wrapper import prunable_weights  # noqa: PLC0415
+    from kprune.core.wrapper import prunable_weights  # noqa: PLC0415
 
     targets = []
     for layer, label, override in select_tree_targets(model, overrides, ignore):

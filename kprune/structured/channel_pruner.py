@@ -2,7 +2,7 @@
 
 The pruner puts the pieces together: the `DependencyGraph` says which channels
 go together (groups), an importance criterion scores each group's channels,
-`kprune.masking` turns the scores into keep-sets (per group, or one global
+`kprune.core.masking` turns the scores into keep-sets (per group, or one global
 threshold over all groups), `kprune.structured.surgery` rebuilds the model
 with fewer channels, and `kprune.structured.verify` checks that the thin
 model computes what the channel-zeroed original computes.
@@ -18,7 +18,7 @@ import collections.abc
 import keras
 import numpy as np
 
-from kprune import checks, masking
+from kprune.core import checks, masking
 from kprune.structured import surgery
 from kprune.structured import verify as verify_lib
 from kprune.structured.graph import DependencyGraph, check_graph_model, resolve_layers
@@ -77,7 +77,7 @@ class ChannelPruner:
             producer layers belong to (the others are kept whole).
         global_pruning: False: every group loses `pruning_ratio` of its
             channels. True: one threshold over all groups' scores (see
-            `kprune.masking.compute_masks(scope="global")`), so some layers
+            `kprune.core.masking.compute_masks(scope="global")`), so some layers
             lose more than others; needs a float ratio.
         global_normalize: `"lamp"` (default) or None: how scores are made
             comparable across groups in global pruning.

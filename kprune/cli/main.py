@@ -1,7 +1,7 @@
 """The `kprune` command line: `kprune demo`, `kprune export`, `kprune report`.
 
 TensorFlow's start-up lines (oneDNN, CUDA stubs, absl) are kept off stderr
-(`tflite_export.quiet`); `--verbose` shows them and TensorFlow's logs.
+(`kprune.utils.quiet`); `--verbose` shows them and TensorFlow's logs.
 Exit status: 0 success, 2 bad arguments or bad input file (one line on
 stderr, never a traceback), 1 a failed export/check.
 """
@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 
 def _demo(args):
-    from kprune.demo import run_demo
+    from kprune.cli.demo import run_demo
 
     if not 0.0 <= args.sparsity < 1.0:
         print(f"kprune demo: --sparsity must be in [0, 1), got {args.sparsity}", file=sys.stderr)
@@ -40,7 +40,7 @@ def _demo(args):
 def _report(args):
     from tflite_export.files import InputFileError
 
-    from kprune.report import model_report
+    from kprune.cli.file_report import model_report
 
     try:
         if args.plot:
@@ -95,7 +95,7 @@ def _parser():
         ".tflite file")
     report.add_argument("model", help=".keras, .h5 or .tflite file")
     report.add_argument("--json", action="store_true",
-                        help="print JSON (schema: kprune.report.REPORT_SCHEMA)")
+                        help="print JSON (schema: kprune.cli.file_report.REPORT_SCHEMA)")
     report.add_argument("--plot", metavar="FILE.png",
                         help="write a per-layer sparsity and size picture")
     report.add_argument("--verbose", action="store_true", help="show TensorFlow's logs")
@@ -126,7 +126,7 @@ def main(argv=None):
             return 2
         return export_main(argv[1:])
     args = _parser().parse_args(argv)
-    from tflite_export.quiet import quiet_import, set_verbose, startup_lines
+    from kprune.utils.quiet import quiet_import, set_verbose, startup_lines
 
     quiet_import(verbose=verbose or None)
     set_verbose(verbose)

@@ -128,7 +128,7 @@ class ForgettingReport:
 
     def table(self):
         """The per-class table as text, worst change first."""
-        from kprune.table import format_table  # noqa: PLC0415  (the one table printer)
+        from kprune.utils.table import format_table  # noqa: PLC0415  (the one table printer)
 
         rows = sorted(self.as_dicts(), key=lambda r: r["change"])
         body = [[r["class"], r["n"], f"{r['dense_acc']:.2%}", f"{r['pruned_acc']:.2%}",

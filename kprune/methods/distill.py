@@ -110,7 +110,7 @@ def distill(student, teacher, x, y=None, epochs=1, batch_size=32, callbacks=None
     Example:
     ```python
     thin = kprune.structured.prune_channels(dense, pruning_ratio=0.5)
-    thin, _ = kprune.distill.distill(thin, dense, x, y, epochs=3)
+    thin, _ = kprune.methods.distill.distill(thin, dense, x, y, epochs=3)
     ```
     """
     trainable = teacher.trainable
@@ -154,7 +154,7 @@ def adaptive_bn(model, x, batches=10, batch_size=64):
         BatchNormalization is returned unchanged.
 
     Example:
-    >>> kprune.distill.adaptive_bn(thin, x_train[:640])
+    >>> kprune.methods.distill.adaptive_bn(thin, x_train[:640])
     """
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise ValueError(f"batches must be a positive integer, got {batches!r}.")

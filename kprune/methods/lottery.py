@@ -15,8 +15,8 @@ et al., "Linear Mode Connectivity and the Lottery Ticket Hypothesis" (ICML
 
 After `r` rounds the density is `0.8 ** r` (90% sparsity after ~10 rounds,
 98% after ~18). Every round keeps exactly `round(n_remaining * (1 - fraction))`
-weights (`kprune.masking.kept_count`), selected by the mask engine
-(`kprune.masking.compute_masks`); weights pruned earlier score `-inf` and are
+weights (`kprune.core.masking.kept_count`), selected by the mask engine
+(`kprune.core.masking.compute_masks`); weights pruned earlier score `-inf` and are
 never revived.
 
 The baseline of Liu et al., "Rethinking the Value of Network Pruning" (ICLR
@@ -43,8 +43,8 @@ import zipfile
 import keras
 import numpy as np
 
-from kprune import masking
-from kprune import prune as prune_lib
+from kprune.core import masking
+from kprune.core import wrapping as prune_lib
 
 __all__ = ["IterativeMagnitudePruning", "RewindCheckpoint"]
 

@@ -97,7 +97,7 @@ def hessian_diagonal(model, variables, x, y, loss=None, method="hutchinson",
         A list of numpy arrays, the diagonals in the shapes of `variables`.
 
     Example:
-    >>> h = kprune.criteria.hessian_diagonal(model, [layer.kernel], x, y,
+    >>> h = kprune.methods.criteria.hessian_diagonal(model, [layer.kernel], x, y,
     ...                                      loss="mse", method="exact")
     """
     if method not in ("hutchinson", "exact"):
@@ -156,7 +156,7 @@ class OBD:
     Example:
     ```python
     pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.9, 0))
-    obd = kprune.criteria.OBD(pruned, x[:256], y[:256], loss="sparse_categorical_crossentropy")
+    obd = kprune.methods.criteria.OBD(pruned, x[:256], y[:256], loss="sparse_categorical_crossentropy")
     pruned.fit(x, y, callbacks=[kprune.PruningCallback(scores=obd)])
     ```
     """
@@ -184,7 +184,7 @@ class RandomScores:
             successive mask updates of a schedule remove nested sets.
 
     Example:
-    >>> callback = kprune.PruningCallback(scores=kprune.criteria.RandomScores(0))
+    >>> callback = kprune.PruningCallback(scores=kprune.methods.criteria.RandomScores(0))
     """
 
     def __init__(self, seed=None):

@@ -78,7 +78,7 @@ def quiet_import(verbose=None):
         was already imported or `verbose`).
 
     Example:
-    >>> from tflite_export.quiet import quiet_import
+    >>> from kprune.utils.quiet import quiet_import
     >>> quiet_import()   # then `import keras` prints nothing on stderr
     []
     """

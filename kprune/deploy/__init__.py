@@ -1,0 +1,1 @@
+"""Pruning for a deployment target: `policy` (`PruneForLatencyOnXNNPack`)."""

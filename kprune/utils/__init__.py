@@ -1,0 +1,2 @@
+"""Utilities below the core: `progress` (progress output for long operations),
+`table` (the table printer), `quiet` (TensorFlow's start-up lines off stderr)."""
