@@ -5,9 +5,10 @@
 * `inspect(tflite)`: per-op and per-tensor report (dense / CSR / block,
   which FullyConnected ops take the sparse kernel, what goes through DENSIFY),
   after checking every index and sparse array of the file.
-* `verify(keras_model, tflite)`: max abs diff against Keras
-  (`tolerance(quantize)` gives the accepted value); multi-input samples as
-  a list or dict.
+* `verify(keras_model, tflite)`: max abs diff against Keras;
+  `compare_outputs` also returns the largest Keras output, `scale`, and
+  `tolerance(quantize, scale)` gives the accepted value; multi-input samples
+  as a list or dict.
 * `benchmark(tflite)` and `compare(a, b)`: median latency of interleaved
   repetitions with its min-max, with the LiteRT interpreter.
 
@@ -27,7 +28,7 @@ from tflite_export._runtime import InterpreterCrash
 from tflite_export.benchmark import BenchmarkResult, Comparison, benchmark, compare
 from tflite_export.convert import CalibrationError, ConversionError, convert, save
 from tflite_export.inspection import TFLiteReport, inspect
-from tflite_export.verify import TOLERANCES, tolerance, verify
+from tflite_export.verify import TOLERANCES, compare_outputs, tolerance, verify
 from tflite_export.xnnpack import XnnpackSparseReport, xnnpack_sparse_report
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "save",
     "inspect",
     "verify",
+    "compare_outputs",
     "tolerance",
     "benchmark",
     "compare",

@@ -54,7 +54,8 @@ def _parser():
     p.add_argument("--quantize", choices=["dynamic", "float16", "int8"], default=None,
                    help="post-training quantization")
     p.add_argument("--calibration", help=".npz of typical inputs (key 'x' or the first "
-                   "array) for --quantize int8; also used by --verify")
+                   "array): calibrates --quantize int8, and --verify runs on its first 32 "
+                   "samples (default: random normal inputs)")
     p.add_argument("--verify", action="store_true", help="check outputs against Keras")
     p.add_argument("--benchmark", action="store_true",
                    help="time the dense and exported files side by side")
@@ -166,8 +167,11 @@ def _export(args):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # --calibration calibrates int8 ranges, and is --verify's input data in
+        # every mode: only int8 conversion takes it.
         exported = convert(model, sparsity=args.sparsity, quantize=args.quantize,
-                           representative_data=calibration, verbose=args.verbose)
+                           representative_data=calibration if args.quantize == "int8" else None,
+                           verbose=args.verbose)
         same_as_dense = args.sparsity == "dense" and args.quantize is None
         dense = exported if same_as_dense else convert(model, sparsity="dense",
                                                        verbose=args.verbose)
@@ -214,6 +218,15 @@ def _export(args):
         header.append("median ms (min-max)")
     print(f"{args.model} -> {output}")
     print(format_table(header, rows))
+    if args.verify:
+        inputs = (f"the first {min(len(calibration), 32)} samples of {args.calibration}"
+                  if calibration is not None else
+                  "8 random normal samples (pass --calibration data.npz to verify on real inputs)")
+        print(f"verify: {inputs}; tolerance 1e-5 x max(1, max |Keras output|) for float32, "
+              "relative to max |Keras output| when quantized")
+    elif calibration is not None and args.quantize != "int8":
+        print(f"note: --calibration {args.calibration} was not used (it calibrates "
+              "--quantize int8 and is --verify's input data; neither was asked)")
     if bench is not None and len(files) == 2:
         print(f"speed-up vs dense: {bench.speedup:.2f}x (min-max {bench.speedup_min:.2f}-"
               f"{bench.speedup_max:.2f}x) [{bench.a.settings}]")
