@@ -198,3 +198,34 @@ def test_prune_iteratively_reports_each_step(capsys):
     assert lines[-1].endswith("- done")
     assert thin.get_layer("a").units == 8
     np.testing.assert_equal(thin.get_layer("out").kernel.shape, (8, 3))
+
+
+def test_prune_post_training_log_has_no_escape_codes(capsys):
+    x, _ = toy_data(n=32, inputs=8, classes=3)
+    kprune.prune_post_training(small_mlp(inputs=8, classes=3), x, method="wanda",
+                               sparsity=0.5, verbose=1)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    lines = [ln for ln in _lines(out) if ln.startswith("prune_post_training (wanda)")]
+    assert lines and lines[-1].startswith("prune_post_training (wanda) 3/3")
+    assert lines[-1].endswith("- done")
+
+
+def test_structured_planning_log_has_no_escape_codes(capsys):
+    from kprune.structured import ChannelPruner
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="a"),
+                              keras.layers.Dense(3, name="out")])
+    ChannelPruner(model, pruning_ratio=0.5, verbose=1).plan()
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "ChannelPruner: scoring groups" in out
+
+
+def test_no_module_draws_its_own_keras_progbar():
+    import pathlib
+
+    root = pathlib.Path(kprune.__file__).parent.parent
+    users = [str(p.relative_to(root)) for folder in ("kprune", "tflite_export", "benchmarks")
+             for p in (root / folder).rglob("*.py")
+             if "keras.utils.Progbar(" in p.read_text(encoding="utf-8")]
+    assert users == [], f"use kprune.utils.progress.Progress instead of keras.utils.Progbar in {users}"

@@ -190,9 +190,11 @@ def _measure(files, names, batch, threads, xnnpack, runs, warmup, repeats, seed,
             m.set_batch(batch)
         bar = None
         if verbose:
-            import keras
+            # Here, not at the top: `import tflite_export` (and its LiteRT
+            # worker) stays free of kprune's Keras import.
+            from kprune.utils.progress import Progress
 
-            bar = keras.utils.Progbar(repeats, verbose=verbose)
+            bar = Progress(repeats, "benchmark", verbose=verbose, unit="repetition")
         reps = [[] for _ in models]
         for r in range(repeats):
             order = list(range(len(models)))
@@ -203,7 +205,7 @@ def _measure(files, names, batch, threads, xnnpack, runs, warmup, repeats, seed,
             for i, t in zip(order, times):
                 reps[i].append(t)
             if bar:
-                bar.update(r + 1)
+                bar.update(1)
     return reps
 
 

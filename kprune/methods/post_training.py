@@ -75,6 +75,7 @@ import numpy as np  # noqa: E402
 from kprune.core import masking  # noqa: E402
 from kprune.core import wrapping as prune_lib  # noqa: E402
 from kprune.core.wrapper import PruneWrapper, is_prunable, prunable_weights  # noqa: E402
+from kprune.utils.progress import Progress  # noqa: E402
 
 __all__ = [
     "METHODS",
@@ -234,7 +235,7 @@ def prune_post_training(
         views[id(layer)] = view = kernel_view(layer)
         _check_granularity(granularity, view, layer, method)
 
-    bar = keras.utils.Progbar(len(units), verbose=verbose, unit_name="layer")
+    bar = Progress(len(units), f"prune_post_training ({method})", verbose=verbose, unit="layer")
     updates = {}
     for group in groups:
         if method == "magnitude":

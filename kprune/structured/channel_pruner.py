@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from kprune.core import checks, masking
+from kprune.utils.progress import Progress
 from kprune.structured import surgery
 from kprune.structured import verify as verify_lib
 from kprune.structured.graph import DependencyGraph, check_graph_model, resolve_layers
@@ -191,7 +192,8 @@ class ChannelPruner:
         force_removed = force_removed or {}
         notes, scores, ratios = [], {}, {}
         groups = self.groups
-        bar = keras.utils.Progbar(len(groups)) if self.verbose else None
+        bar = Progress(len(groups), "ChannelPruner: scoring groups", verbose=1,
+                       unit="group") if self.verbose else None
         for g in groups:
             if bar is not None:
                 bar.add(1)
