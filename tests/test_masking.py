@@ -577,3 +577,32 @@ def test_global_scope_without_concatenation_keeps_min_keep():
     masks = masking.compute_masks(scores, 0.9, scope="global", min_keep=5)
     assert int(masks["small"].sum()) == 5  # the reserved items, the collapse guard
     assert int(masks["big"].sum() + masks["small"].sum()) == masking.kept_count(700 * 1000 + 900, 0.9)
+
+
+# ------------------------------------------------------- granularity strings
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("unstructured", masking.Unstructured()),
+    ("block", masking.Block((4, 1))),
+    ("NM", masking.NM(2, 4)),
+    ("channel", masking.Channel("l2")),
+])
+def test_granularity_strings_mean_the_documented_defaults(name, expected):
+    got = masking.get_granularity(name)
+    assert type(got) is type(expected) and got.get_config() == expected.get_config()
+
+
+def test_unknown_granularity_string_lists_every_accepted_string():
+    with pytest.raises(ValueError) as e:
+        masking.get_granularity("blocks")
+    for name in ("'unstructured'", "'block'", "'nm'", "'channel'", "'blocks'"):
+        assert name in str(e.value)
+
+
+def test_granularity_strings_are_documented():
+    import pathlib
+
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "granularity.md").read_text()
+    for name in ('"block"', '"nm"', '"channel"', "Block((4, 1))", "NM(2, 4)", 'Channel("l2")'):
+        assert name in doc

@@ -527,9 +527,21 @@ def get_granularity(identifier):
     """Returns a Granularity from an instance, a name, or a config dict.
 
     Args:
-        identifier: a `Granularity`, `None` / `"unstructured"`, or
-            `{"class_name": ..., "config": {...}}` as written by
+        identifier: a `Granularity`; `None` or one of the strings
+            `"unstructured"` (`Unstructured()`), `"block"` (`Block((4, 1))`),
+            `"nm"` (`NM(2, 4)`), `"channel"` (`Channel("l2")`), in any case;
+            or `{"class_name": ..., "config": {...}}` as written by
             `serialize_granularity`.
+
+    Returns:
+        A `Granularity` instance.
+
+    Raises:
+        ValueError: anything else; the message lists every accepted string.
+
+    Example:
+    >>> get_granularity("nm")
+    NM(n=2, m=4)
     """
     if identifier is None:
         return Unstructured()
@@ -541,9 +553,12 @@ def get_granularity(identifier):
         cls = _GRANULARITIES.get(identifier["class_name"].lower())
         if cls is not None:
             return cls.from_config(identifier.get("config", {}))
+    names = ", ".join(repr(n) for n in _GRANULARITIES)
     raise ValueError(
-        f"granularity must be 'unstructured', kprune.Block((r, c)), "
-        f"kprune.NM(n, m) or kprune.Channel(norm); got {identifier!r}."
+        f"granularity must be a kprune.Granularity (kprune.Unstructured(), "
+        f"kprune.Block((r, c)), kprune.NM(n, m), kprune.Channel(norm)), None, or one of "
+        f"the strings {names} (meaning Unstructured(), Block((4, 1)), NM(2, 4), "
+        f"Channel('l2')); got {identifier!r}."
     )
 
 

@@ -315,7 +315,9 @@ def prune_low_magnitude(
         pruning_schedule: a `kprune.ConstantSparsity` / `kprune.PolynomialDecay`
             (default `ConstantSparsity(0.5, begin_step=0, frequency=100)`).
         granularity: `"unstructured"` (default), `kprune.Block((r, c))`,
-            `kprune.NM(n, m)` or `kprune.Channel(norm)`.
+            `kprune.NM(n, m)` or `kprune.Channel(norm)`; the strings
+            `"block"`, `"nm"` and `"channel"` mean `Block((4, 1))`,
+            `NM(2, 4)` and `Channel("l2")` (docs/granularity.md).
         scope: `"layer"` (a threshold per weight tensor, like tfmot) or
             `"global"` (one threshold over all wrapped weights; see
             `kprune.PruningCallback` for LAMP normalisation).
