@@ -202,3 +202,51 @@ def test_bad_arguments_change_nothing(kwargs, error, match):
     with pytest.raises(error, match=match):
         kprune.prune_low_magnitude(model, **kwargs)
     assert_unchanged(model, before_w, before_c)
+
+
+# ------------------------------------------- layers Keras cannot deserialize safely
+
+
+def test_a_model_with_a_python_lambda_prunes():
+    inp = keras.Input((8,))
+    x = keras.layers.Dense(16, name="d1")(inp)
+    x = keras.layers.Lambda(lambda t: t * 2, name="double")(x)
+    model = keras.Model(inp, keras.layers.Dense(3, name="d2")(x))
+    before, config = weights_of(model), model.get_config()
+    pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5))
+    x = np.random.default_rng(0).normal(size=(4, 8)).astype("float32")
+    np.testing.assert_allclose(pruned(x), model(x), atol=1e-6)
+    assert {w.label for w in find_wrappers(pruned)} == {"d1", "d2"}
+    assert_unchanged(model, before, config)
+    stripped = kprune.strip_pruning(pruned)
+    assert isinstance(stripped.get_layer("double"), keras.layers.Lambda)
+
+
+class _ForgetfulScale(keras.layers.Layer):
+    """A subclassed block whose get_config drops its constructor argument."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.w * self.factor
+
+    def get_config(self):
+        return super().get_config()
+
+
+def test_a_block_whose_get_config_does_not_round_trip_gets_kprunes_message():
+    inp = keras.Input((8,))
+    x = keras.layers.Dense(8, name="d1")(inp)
+    model = keras.Model(inp, _ForgetfulScale(3.0, name="scale")(x))
+    before, config = weights_of(model), model.get_config()
+    with pytest.raises(TypeError) as e:
+        kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5))
+    text = str(e.value)
+    assert text.startswith("kprune cannot copy layer 'scale' (_ForgetfulScale)")
+    assert "'factor'" in text and "get_config()" in text and "Fix:" in text
+    assert_unchanged(model, before, config)

@@ -242,3 +242,13 @@ def test_caller_model_is_never_modified():
     with pytest.raises(ValueError):
         ChannelPruner(model, pruning_ratio=2.0)
     assert_same_snapshot(before, snapshot(model))
+
+
+def test_a_model_with_prune_wrappers_says_strip_pruning_first():
+    import kprune
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="a"),
+                              keras.layers.Dense(3, name="b")])
+    pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5))
+    with pytest.raises(ValueError, match=r"strip_pruning first.*kprune.strip_pruning\(model\)"):
+        ChannelPruner(pruned, pruning_ratio=0.5)

@@ -8,6 +8,7 @@ import numpy as np
 from kprune.core import checks
 from kprune.core.wrapping import find_wrappers
 from kprune.core.pruner import Pruner, optimizer_iterations
+from kprune.utils.event_file import EventFileWriter
 
 __all__ = ["PruningCallback", "PruningSummaries", "UpdatePruningStep"]
 
@@ -171,8 +172,8 @@ class PruningSummaries(keras.callbacks.Callback):
     * `sparsity_total`: the fraction of zeros over all pruned weights.
 
     Put it after `kprune.PruningCallback` in `callbacks=[...]`, so a batch's
-    mask update is written at that batch. It needs TensorFlow (`tf.summary`)
-    for the event files, whatever the Keras backend.
+    mask update is written at that batch. The event files are written by
+    `kprune.utils.event_file` (no TensorFlow needed), on every Keras backend.
 
     **Driven by hand** (tfmot's custom-loop protocol: `set_model(model)`, then
     `on_epoch_begin(epoch)` / `on_epoch_end(epoch)` around a loop, without
@@ -221,8 +222,6 @@ class PruningSummaries(keras.callbacks.Callback):
         self._in_fit = False  # on_train_begin was called (fit, or by hand)
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf  # tf.summary writes the event files
-
         self._in_fit = True
 
         if not find_wrappers(self.model):
@@ -231,7 +230,7 @@ class PruningSummaries(keras.callbacks.Callback):
                 f"PruneWrapper layers to report on."
             )
         self._step = max([0] + [w.step for w in find_wrappers(self.model) if w.built])
-        self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._writer = EventFileWriter(self.log_dir)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._last_batch = -1
@@ -268,45 +267,25 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def write(self, step):
         """Writes the scalars for `step` now (`fit` calls it on schedule)."""
-        import tensorflow as tf
-
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
+            self._writer = EventFileWriter(self.log_dir)
         zeros_total = size_total = 0
-        with self._writer.as_default(step=int(step)):
-            for w in find_wrappers(self.model):
-                if not w.built:
-                    continue
-                zeros = size = 0
-                for mask in w.masks:
-                    m = keras.ops.convert_to_numpy(mask)
-                    zeros += int(m.size - np.count_nonzero(m))
-                    size += int(m.size)
-                zeros_total += zeros
-                size_total += size
-                name = w.layer.name
-                _scalar(f"sparsity/{name}", zeros / max(size, 1))
-                if w.pruning_schedule is not None:
-                    _scalar(
-                        f"target_sparsity/{name}",
-                        float(w.pruning_schedule.sparsity(int(step))),
-                    )
-            _scalar("sparsity_total", zeros_total / max(size_total, 1))
+        values = []
+        for w in find_wrappers(self.model):
+            if not w.built:
+                continue
+            zeros = size = 0
+            for mask in w.masks:
+                m = keras.ops.convert_to_numpy(mask)
+                zeros += int(m.size - np.count_nonzero(m))
+                size += int(m.size)
+            zeros_total += zeros
+            size_total += size
+            name = w.layer.name
+            values.append((f"sparsity/{name}", zeros / max(size, 1)))
+            if w.pruning_schedule is not None:
+                values.append((f"target_sparsity/{name}",
+                               float(w.pruning_schedule.sparsity(int(step)))))
+        values.append(("sparsity_total", zeros_total / max(size_total, 1)))
+        self._writer.scalars(values, int(step))
         self._writer.flush()
-
-
-def _scalar(tag, value):
-    """A TensorBoard scalar, written with TensorFlow alone.
-
-    `tf.summary.scalar` needs the `tensorboard` package installed; this
-    writes the same record (a float32 tensor tagged for the "scalars" plugin)
-    with `tf.summary.write`, so logging works without it.
-    """
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-        data_class=summary_pb2.DATA_CLASS_SCALAR,
-    )
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), metadata=metadata)

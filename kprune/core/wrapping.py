@@ -16,7 +16,7 @@ from kprune.core.wrapper import PruneWrapper, is_prunable
 
 __all__ = [
     "prune_low_magnitude", "strip_pruning", "find_wrappers", "unprunable_layers",
-    "wrap_fixed", "clone_layers",
+    "wrap_fixed", "clone_layers", "rebuild_layer",
 ]
 
 
@@ -74,9 +74,56 @@ def unprunable_layers(model):
     ]
 
 
+def rebuild_layer(layer, config=None):
+    """A new, unbuilt layer of `layer`'s class from `config` (default: its own).
+
+    The one way kprune re-creates a layer to build a pruned copy of a model
+    (the caller's model is never modified):
+
+    * a `keras.layers.Lambda` holding a Python lambda is rebuilt without
+      Keras' safe-mode check: that check guards *files*, and here the
+      function is the caller's own object in memory;
+    * a layer whose `get_config()` does not give back its constructor
+      arguments gets kprune's message naming the layer and the fix, instead
+      of Keras' deserialization error.
+
+    Args:
+        layer: a Keras layer.
+        config: the config to build from (default `layer.get_config()`), for
+            callers that change an argument.
+
+    Returns:
+        The new layer.
+
+    Raises:
+        TypeError: the layer cannot be rebuilt from its config.
+
+    Example:
+    >>> twin = rebuild_layer(model.get_layer("scale"))
+    """
+    config = layer.get_config() if config is None else config
+    cls = layer.__class__
+    try:
+        if isinstance(layer, keras.layers.Lambda):
+            return cls.from_config(config, safe_mode=False)
+        return cls.from_config(config)
+    except Exception as e:  # the layer's own code: any error means "cannot rebuild"
+        detail = str(e).strip().splitlines()
+        detail = next((d for d in reversed(detail) if d.strip()), type(e).__name__)
+        raise TypeError(
+            f"kprune cannot copy layer '{layer.name}' ({cls.__name__}): "
+            f"{cls.__name__}.from_config(layer.get_config()) fails ({detail[:300]}). "
+            f"kprune builds the pruned model from copies of your layers, so each "
+            f"layer's get_config() must return every __init__ argument. Fix: add them "
+            f"in {cls.__name__}.get_config(), e.g. `return {{**super().get_config(), "
+            f"'units': self.units}}` (or do not override get_config: Keras then records "
+            f"the arguments itself)."
+        ) from e
+
+
 def _fresh_copy(layer):
-    """A new, unbuilt layer of the same class and config."""
-    return layer.__class__.from_config(layer.get_config())
+    """A new, unbuilt layer of the same class and config (`rebuild_layer`)."""
+    return rebuild_layer(layer)
 
 
 def clone_layers(model, clone_layer):

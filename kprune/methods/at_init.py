@@ -533,7 +533,7 @@ def _scoring_copy(plan, float64=False, linear_softmax=False):
                 return keras.layers.Identity(name=layer.name, dtype=config.get("dtype"))
             if _is_softmax(config.get("activation")):
                 config["activation"] = "linear"
-        return layer.__class__.from_config(config)
+        return prune_lib.rebuild_layer(layer, config)
 
     clone = prune_lib._clone(plan.model, clone_layer)
     by_name = {l.name: l for l in prune_lib._leaf_layers(clone)}

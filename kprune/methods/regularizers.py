@@ -86,7 +86,7 @@ def network_slimming(model, penalty=SLIMMING_PENALTY, layers=None):
         config = layer.get_config()
         if layer.name in names:
             config["gamma_regularizer"] = keras.regularizers.L1(float(penalty))
-        return layer.__class__.from_config(config)
+        return prune_lib.rebuild_layer(layer, config)
 
     return prune_lib.clone_layers(model, clone_layer)
 

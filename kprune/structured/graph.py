@@ -35,6 +35,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from kprune.core.wrapping import find_wrappers
 from kprune.structured import handlers as handlers_lib
 
 __all__ = ["DependencyGraph", "Group", "Member", "model_nodes", "check_graph_model",
@@ -64,6 +65,16 @@ def check_graph_model(model, what="Channel pruning"):
             f"{what}: model {model.name!r} has no defined inputs/outputs yet. "
             f"Start a Sequential model with keras.Input(shape=...) (or call "
             f"model.build on a Sequential with known input shape)."
+        )
+    wrapped = [m.label for m in find_wrappers(model)]
+    if wrapped:
+        shown = ", ".join(repr(n) for n in wrapped[:5]) + (", ..." if len(wrapped) > 5 else "")
+        raise ValueError(
+            f"{what}: model {model.name!r} still holds kprune's pruning wrappers "
+            f"({len(wrapped)}: {shown}). strip_pruning first: "
+            f"`model = kprune.strip_pruning(model)`, then prune the stripped model "
+            f"(with from_zero_channels=True to remove the channels a Channel "
+            f"granularity zeroed)."
         )
 
 
