@@ -7,49 +7,77 @@ GraSP, SynFlow), with one mask engine (`kprune.masking`) shared by every
 pruning method.
 """
 
-import importlib.util as _util
 import os as _os
+import sys as _sys
 
 from kprune import compat as _compat
 
 _compat.install()
 
-if _os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and _util.find_spec("tensorflow"):
-    # TensorFlow's C++ start-up lines off stderr (KPRUNE_VERBOSE=1 keeps them).
-    # On JAX and torch, TensorFlow is neither needed nor imported.
-    from kprune.utils.quiet import quiet_import as _quiet_import
 
-    _quiet_import()
+def _as_command():
+    """True while Python starts the `kprune` command itself (the console
+    script, or `python -m kprune`), not when a program imports kprune."""
+    argv = list(getattr(_sys, "orig_argv", None) or [])
+    if "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1] == "kprune"
+    script = _os.path.basename((_sys.argv or [""])[0])
+    return _os.path.splitext(script)[0] in ("kprune", "kprune-script")
 
-# The core: the mask engine, schedules, the pruned layer, prune during fit.
-from kprune import data, structured
-from kprune.core import masking, schedules
-from kprune.core.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
-from kprune.core.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
-from kprune.core.pruned_model import PrunedModel
-from kprune.core.pruner import Pruner, update_masks
-from kprune.core.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from kprune.core.wrapper import PrunableLayer, PruneWrapper, register_prunable
-from kprune.core.wrapping import prune_low_magnitude, strip_pruning
 
-# Methods built on the core.
-from kprune.methods import criteria, distill, forgetting, lottery, movement, regularizers
-from kprune.methods.at_init import init_scores, prune_at_init
-from kprune.methods.distill import adaptive_bn
-from kprune.methods.forgetting import ForgettingReport, forgetting_report
-from kprune.methods.lottery import IterativeMagnitudePruning, RewindCheckpoint
-from kprune.methods.movement import MovementPruning, SoftMovementPruning
-from kprune.methods.post_training import prune_post_training
-from kprune.methods.regularizers import GrowingRegularization, network_slimming
+# `import kprune` imports the library and nothing else: no device is
+# initialised, no file descriptor redirected, nothing printed beyond what
+# `import keras` prints. Inside the `kprune` command the API is imported by
+# `kprune.cli.main` after parsing its arguments (`kprune --help` imports no
+# Keras), with TensorFlow's start-up lines kept off stderr (`kprune.utils.quiet`).
+_DEFER_API = _as_command() and not globals().get("_API_WANTED", False)
 
-# Deployment targets and reports.
-from kprune.deploy.policy import PruneForLatencyOnXNNPack, PruningPolicy
-from kprune.reports.flops import count_flops, count_params, width_report
-from kprune.reports.sparsity import sparsity_report
+
+def import_api():
+    """Imports kprune's public API now (the `kprune` command calls it once its
+    arguments are parsed; `import kprune` elsewhere has already done it)."""
+    import importlib
+
+    global _API_WANTED
+    if _DEFER_API:
+        _API_WANTED = True
+        importlib.reload(_sys.modules[__name__])
+
+
+if not _DEFER_API:
+    # The core: the mask engine, schedules, the pruned layer, prune during fit.
+    from kprune import data, structured
+    from kprune.core import masking, schedules
+    from kprune.core.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
+    from kprune.core.masking import NM, Block, Channel, Granularity, Unstructured, compute_mask, compute_masks
+    from kprune.core.pruned_model import PrunedModel
+    from kprune.core.pruner import Pruner, update_masks
+    from kprune.core.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+    from kprune.core.wrapper import PrunableLayer, PruneWrapper, register_prunable
+    from kprune.core.wrapping import prune_low_magnitude, strip_pruning
+
+    # Methods built on the core.
+    from kprune.methods import criteria, distill, forgetting, lottery, movement, regularizers
+    from kprune.methods.at_init import init_scores, prune_at_init
+    from kprune.methods.distill import adaptive_bn
+    from kprune.methods.forgetting import ForgettingReport, forgetting_report
+    from kprune.methods.lottery import IterativeMagnitudePruning, RewindCheckpoint
+    from kprune.methods.movement import MovementPruning, SoftMovementPruning
+    from kprune.methods.post_training import prune_post_training
+    from kprune.methods.regularizers import GrowingRegularization, network_slimming
+
+    # Deployment targets and reports.
+    from kprune.deploy.policy import PruneForLatencyOnXNNPack, PruningPolicy
+    from kprune.reports.flops import count_flops, count_params, width_report
+    from kprune.reports.sparsity import sparsity_report
 
 
 def __getattr__(name):
     """Old module paths (`kprune.prune`, `kprune.pruner`, ...): see `kprune.compat`."""
+    if _DEFER_API and not name.startswith("__"):
+        import_api()
+        if name in globals():
+            return globals()[name]
     module = _compat.moved_attribute(__name__, name)
     if module is None:
         raise AttributeError(f"module 'kprune' has no attribute {name!r}")

@@ -104,7 +104,9 @@ def load_keras_file(path):
     import keras
 
     try:  # registers kprune's serializable classes (PruneWrapper, ...)
-        import kprune  # noqa: F401
+        import kprune
+
+        kprune.import_api()  # inside the `kprune` command the API is imported late
     except ImportError:
         pass
     try:

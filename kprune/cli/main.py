@@ -133,6 +133,9 @@ def main(argv=None):
     if verbose:
         for line in startup_lines():
             print(line, file=sys.stderr)
+    import kprune
+
+    kprune.import_api()  # deferred until here: `kprune --help` imports no Keras
     if args.command == "demo":
         return _demo(args)
     if args.command == "report":
