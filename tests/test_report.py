@@ -166,7 +166,7 @@ def test_keras_reports(report_files):
 
 def test_tflite_reports(report_files):
     block = model_report(report_files["block.tflite"])
-    fcs = [row for row in block.rows if row.weight == "FULLY_CONNECTED" and len(row.shape) == 2]
+    fcs = [row for row in block.rows if row.weight == "FULLY_CONNECTED kernel"]
     assert len(fcs) == 3 and all(str(r.pattern) == "block 1x4" and r.sparse_kernel for r in fcs)
     assert block.tflite["sparse_kernel_ops"] and not block.tflite["densified_tensors"]
     assert block.flops == 2 * (32 * 32 + 32 * 16 + 16 * 4)
@@ -226,3 +226,49 @@ def test_report_errors_exit_2_with_one_line(report_files, capsys, tmp_path):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, (argv, err)
     assert (d / "hostile.keras").read_bytes() == hostile_before
+
+
+# ----------------------------------------------- first contact: counts and names
+
+
+def test_wrapped_keras_file_counts_weights_not_masks_and_has_flops(tmp_path, capsys):
+    model = small_cnn()
+    pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5, 0))
+    kprune.Pruner(pruned).start()
+    pruned.save(tmp_path / "wrapped.keras")
+    r = model_report(tmp_path / "wrapped.keras")
+    assert r.params == model.count_params()
+    assert r.flops and r.flops == kprune.count_flops(model) > 0
+    assert r.sparsity > 0.4
+    assert main(["report", str(tmp_path / "wrapped.keras")]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert f"{model.count_params():,} parameters" in head and " 0 FLOPs" not in head
+
+
+def test_tflite_rows_are_named_by_keras_layer_and_total_matches_keras(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(4, 3, bias_initializer="random_normal", name="stem")(inp)
+    x = keras.layers.Flatten(name="flat")(x)
+    x = keras.layers.Dense(12, bias_initializer="random_normal", name="hidden")(x)
+    x = keras.layers.Reshape((3, 4), name="fold")(x)
+    x = keras.layers.Flatten(name="unfold")(x)
+    out = keras.layers.Dense(5, bias_initializer="random_normal", name="logits")(x)
+    model = keras.Model(inp, out)
+    path = tflite_export.save(tflite_export.convert(model, "dense"), tmp_path / "m.tflite")
+    r = model_report(path)
+    assert {row.layer for row in r.rows} == {"stem", "hidden", "logits"}
+    assert all(row.dtype == "float32" for row in r.rows)  # no index/shape constants
+    assert all(row.pattern.kind != "empty" for row in r.rows)
+    assert r.params == r.reported_params == model.count_params()
+    roles = sorted(row.weight for row in r.rows if row.layer == "hidden")
+    assert roles == ["FULLY_CONNECTED bias", "FULLY_CONNECTED kernel"]
+
+
+def test_plot_into_a_missing_folder_is_an_error_and_creates_nothing(report_files, capsys,
+                                                                    tmp_path):
+    target = tmp_path / "missing" / "deeper" / "x.png"
+    assert main(["report", report_files["block.tflite"], "--plot", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "create it first" in err
+    assert not (tmp_path / "missing").exists()

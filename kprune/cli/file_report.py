@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 
 from kprune.core.masking import Layout
+from kprune.core.wrapping import find_wrappers, strip_pruning
+from kprune.reports.flops import count_flops
 from kprune.reports.sparsity import Pattern, detect_pattern, weight_label, weight_rows
 from kprune.utils.table import format_table
 
@@ -31,15 +34,20 @@ REPORT_SCHEMA = {
     "file": "str: the path given",
     "format": "'keras' or 'tflite'",
     "bytes": "int: file size",
-    "params": "int: scalars in all weights (keras) / constant tensors (tflite)",
+    "params": "int: scalars in the model's weights, kprune's masks and step counters not "
+              "counted (keras) / in the constant tensors, index and shape constants not "
+              "counted (tflite)",
     "reported_params": "int: scalars in the rows below",
     "zeros": "int: zeros in the rows below",
     "sparsity": "float: zeros / reported_params",
     "flops": "int: FLOPs of one example, 2 x multiply-accumulates (kprune.count_flops; "
              "for tflite from FULLY_CONNECTED/CONV_2D/DEPTHWISE_CONV_2D shapes)",
     "layers": [{
-        "layer": "str: Keras layer name / tflite tensor name",
-        "weight": "str: weight path below the layer ('kernel', ...) / tflite op",
+        "layer": "str: Keras layer name (for tflite: read from the converter's tensor "
+                 "names, e.g. 'functional_1/fc1_1/MatMul' -> 'fc1')",
+        "weight": "str: weight path below the layer ('kernel', ...) / tflite op and role "
+                  "('FULLY_CONNECTED kernel')",
+        "tensor": "tflite only: str, the tensor's name in the file (null for keras)",
         "shape": "list[int]: in the file's own layout",
         "dtype": "str",
         "params": "int", "zeros": "int", "sparsity": "float",
@@ -71,6 +79,7 @@ class LayerRow:
     storage: str | None = None
     sparse_kernel: bool | None = None
     densified: bool | None = None
+    tensor: str | None = None
 
     @property
     def sparsity(self):
@@ -83,7 +92,7 @@ class LayerRow:
             "sparsity": float(self.sparsity), "pattern": self.pattern.as_dict(),
             "flops": None if self.flops is None else int(self.flops),
             "storage": self.storage, "sparse_kernel": self.sparse_kernel,
-            "densified": self.densified,
+            "densified": self.densified, "tensor": self.tensor,
         }
 
 
@@ -127,7 +136,7 @@ class ModelReport:
         tfl = self.format == "tflite"
         header = ["layer", "weight", "shape", "params", "zeros", "sparsity", "pattern", "FLOPs"]
         if tfl:
-            header[0], header[1] = "tensor", "op"
+            header[1] = "op"
             header.append("runs as")
         body = []
         for r in self.rows:
@@ -167,11 +176,11 @@ class ModelReport:
         return _plot(self, path)
 
 
-def _keras_rows(model):
-    from kprune.reports.flops import count_flops
-
+def _keras_rows(model, plain):
+    """Rows from `model` (masked values of wrapped layers); FLOPs from `plain`,
+    the same model without kprune's wrappers."""
     try:
-        flops = count_flops(model, per_layer=True)
+        flops = count_flops(plain, per_layer=True)
     except Exception:  # subclassed or unusual models: no FLOPs
         flops = None
     rows, seen = [], set()
@@ -213,6 +222,9 @@ def _tflite_rows(path):
         ops = [o for o, _ in users.get(t.index, []) if o.op != "DENSIFY"]
         weight_of = [o for o, k in users.get(t.index, []) if k == 1 and o.op != "DENSIFY"]
         op = (weight_of or ops or [None])[0]
+        role = _role(t, users.get(t.index, []))
+        if role is None:
+            continue  # an index or shape constant (Reshape, StridedSlice ...): no parameter
         values = dense_values.get(t.index)
         if t.format == "block":
             pattern = Pattern("block", block=t.block)
@@ -232,10 +244,12 @@ def _tflite_rows(path):
         count = int(np.prod(t.shape, dtype=np.int64)) if t.shape else 1
         zeros = int(round((t.zeros or 0.0) * count))
         rows.append(LayerRow(
-            layer=_short_name(t.name), weight=op.op if op else "",
+            layer=_layer_name(t, op, by_index),
+            weight=f"{op.op} {role}".strip() if op else role,
             shape=tuple(t.shape), dtype=t.dtype, params=count, zeros=zeros, pattern=pattern,
             flops=op_flops.get(op.index) if op is not None and weight_of else None,
             storage=t.format, sparse_kernel=bool(t.sparse_kernel), densified=bool(t.densified),
+            tensor=t.name,
         ))
     info = {
         "ops": rep.op_counts,
@@ -244,6 +258,44 @@ def _tflite_rows(path):
         "summary": rep.summary(),
     }
     return rep, rows, int(sum(op_flops.values())), info
+
+
+#: Ops whose input 1 is a kernel and input 2 a bias (int32 for int8 models).
+_WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_3D", "TRANSPOSE_CONV",
+               "BATCH_MATMUL")
+
+
+def _role(tensor, uses):
+    """"kernel", "bias", "" (another parameter) or None (an index/shape constant)."""
+    for o, k in uses:
+        if o.op in _WEIGHT_OPS:
+            if o.op == "TRANSPOSE_CONV":
+                k = {1: 1, 3: 2}.get(k, k)  # (output_shape, weights, input, bias)
+            if k == 1:
+                return "kernel"
+            if k == 2:
+                return "bias"
+    if tensor.dtype.startswith(("int32", "int64", "uint32", "uint64", "bool")):
+        return None
+    return ""
+
+
+def _layer_name(tensor, op, by_index):
+    """The Keras layer a tflite weight belongs to, read from the converter's names.
+
+    TensorFlow traces a Keras model under name scopes `model/layer/...`,
+    uniquified with a `_1` suffix (`functional_1/fc1_1/MatMul`); constants
+    the converter made up (`arith.constant`, `StatefulPartitionedCall:0`)
+    are named through the op that reads them.
+    """
+    candidates = [tensor.name]
+    if op is not None:
+        candidates += [by_index[i].name for i in op.outputs if i in by_index]
+    for name in candidates:
+        parts = name.split(";")[0].split("/")
+        if len(parts) >= 3:
+            return re.sub(r"_\d+$", "", parts[1])
+    return _short_name(tensor.name)
 
 
 def _short_name(name, width=40):
@@ -308,8 +360,11 @@ def model_report(path):
         from tflite_export.files import load_keras_file
 
         model = load_keras_file(path)
-        rows, flops = _keras_rows(model)
-        params = int(sum(int(np.prod(v.shape)) for v in model.weights))
+        # A pruned model still in its wrappers: its masks and step counters
+        # are not parameters, and FLOPs are those of the layers inside.
+        plain = strip_pruning(model) if find_wrappers(model) else model
+        rows, flops = _keras_rows(model, plain)
+        params = int(sum(int(np.prod(v.shape)) for v in plain.weights))
         return ModelReport(path, "keras", size, params, flops, rows, None)
     from tflite_export.files import InputFileError
 

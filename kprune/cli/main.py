@@ -48,6 +48,11 @@ def _report(args):
 
             if not args.plot.lower().endswith(".png"):
                 raise InputFileError(f"--plot {args.plot!r}: expected a .png file name")
+            folder = os.path.dirname(os.path.abspath(args.plot))
+            if not os.path.isdir(folder):
+                raise InputFileError(
+                    f"--plot {args.plot!r}: the folder {folder!r} does not exist; create it "
+                    f"first (kprune report writes only the picture, no folders)")
             check_output(args.plot, [args.model])
         report = model_report(args.model)
         if args.plot:
