@@ -35,6 +35,8 @@ import warnings
 
 import numpy as np
 
+from tflite_export.recurrent import with_static_batch
+
 SPARSITY_MODES = ("auto", "dense", "sparse")
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
 
@@ -131,7 +133,8 @@ def convert(
             f"on data or build it before converting."
         )
     rep = _representative_dataset(representative_data, quantize, model)
-    model = _with_list_inputs(strip_if_pruned(model))
+    # Recurrent layers need a static batch size for TFLite builtins (recurrent.py).
+    model = with_static_batch(_with_list_inputs(strip_if_pruned(model)))
     sparse = _decide_sparsity(model, sparsity, quantize)
     data = _convert(model, quantize, rep, sparse, verbose)
     if sparse and quantize == "int8":
