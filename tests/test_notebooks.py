@@ -8,6 +8,7 @@ matches. Re-render with `python -m kprune.tools.render_notebooks`.
 
 import copy
 import pathlib
+import re
 
 import pytest
 
@@ -15,6 +16,7 @@ nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 
 from kprune.tools import render_notebooks as rn  # noqa: E402
+from kprune.tools import urls  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -42,9 +44,54 @@ def test_every_notebook_is_a_colab_tutorial():
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         first = nb.cells[0]
-        assert first.cell_type == "markdown" and "colab.research.google.com" in first.source, path.name
+        assert first.cell_type == "markdown" and urls.colab_url(path.name) in first.source, path.name
+        links = re.findall(r"https://colab\.research\.google\.com/github/[^)\s]+",
+                           "".join(c.source for c in nb.cells if c.cell_type == "markdown"))
+        assert set(links) == {urls.colab_url(path.name)}, path.name
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert "pip install" in code[0].source, path.name
+        extras = rn.NOTEBOOK_EXTRAS.get(path.name, ("tensorflow",))
+        assert code[0].source == urls.install_cell_source(extras), path.name
+        assert sum("pip install" in c.source and "google.colab" in c.source
+                   for c in code) == 1, path.name  # one clearly marked install cell
+
+
+def test_the_install_command_installs_a_wheel_built_from_the_repository(tmp_path):
+    """What Colab runs (`pip install "kprune[...] @ git+REPOSITORY"`), pointed at a
+    wheel built from this working tree, installs kprune and tflite_export."""
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    for name in ("kprune", "tflite_export"):
+        shutil.copytree(ROOT / name, src / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                          "-w", str(tmp_path / "dist"), str(src)], check=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("kprune-*.whl")
+    commands = set()
+    for path in NOTEBOOKS:
+        cell = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        commands.add(re.search(r"system\('(pip install[^']*)'\)", cell.source).group(1))
+    assert commands == {urls.install_command(e) for e in
+                        {rn.NOTEBOOK_EXTRAS.get(p.name, ("tensorflow",)) for p in NOTEBOOKS}}
+    for command in sorted(commands):
+        args = shlex.split(command)
+        assert args[:2] == ["pip", "install"]
+        requirement = next(a for a in args if a.startswith("kprune[") and " @ git+" in a)
+        assert requirement.endswith(" @ git+" + urls.REPOSITORY)
+        local = requirement.split(" @ ")[0] + " @ " + wheel.as_uri()
+        target = tmp_path / f"target_{len(requirement)}"
+        subprocess.run(pip[:-1] + ["install"] + [local if a == requirement else a for a in args[2:]]
+                       + ["--no-index", "--no-deps", "--target", str(target)],
+                       check=True, timeout=300)
+        assert (target / "kprune" / "__init__.py").exists()
+        assert (target / "kprune" / "tools" / "urls.py").exists()
+        assert (target / "tflite_export" / "__init__.py").exists()
 
 
 # ------------------------------------------------------------ the renderer

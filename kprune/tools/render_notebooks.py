@@ -44,7 +44,9 @@ returns an empty list exactly when all of the following hold:
    chain of the code sources up to and including that cell:
    `chain_0 = ""`, `chain_i = sha256(chain_{i-1} + "\\0" + sha256(source_i))`
    over the code cells in order (markdown cells do not count; source is the
-   cell text exactly as stored). A cell's output depends on every cell run
+   cell text exactly as stored, except the install cell, whose first line is
+   `kprune.tools.urls.INSTALL_MARKER`: it installs only on Colab, so it
+   counts as that marker line and its URL can change without a re-render). A cell's output depends on every cell run
    before it, so editing, inserting, deleting or reordering a code cell marks
    that cell and every later code cell as stale, not only the edited one.
 
@@ -72,10 +74,13 @@ import sys
 import tempfile
 import time
 
+from kprune.tools import urls
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 STAMP_KEY = "kprune"
 DEFAULT_TIMEOUT = 1800
+INSTALL_MARKER = urls.INSTALL_MARKER
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -127,7 +132,9 @@ def source_chain(nb):
     """
     chain, out = "", []
     for index, cell in _code_cells(nb):
-        own = _sha256(cell.source)
+        # The install cell (kprune.tools.urls) does nothing outside Colab: its
+        # text (the repository URL) does not change any stored output.
+        own = _sha256(INSTALL_MARKER if cell.source.startswith(INSTALL_MARKER) else cell.source)
         chain = _sha256(chain + "\0" + own)
         out.append((index, own, chain))
     return out
@@ -279,6 +286,76 @@ def _error_text(exc):
         lines = [ln for ln in _ANSI.sub("", tb).splitlines() if ln.strip(" -")]
         tail = "\n".join("    " + ln for ln in lines[-8:])
     return f"{ename}: {evalue}" + (f"\n  traceback (last lines):\n{tail}" if tail else "")
+
+
+#: kprune extras a notebook's install cell installs (default: `("tensorflow",)`).
+NOTEBOOK_EXTRAS = {
+    "07_one_shot_pruning.ipynb": ("tensorflow", "hub"),
+    "09_any_model_kerashub.ipynb": ("tensorflow", "hub"),
+}
+_COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+")
+
+
+def _is_install_cell(cell):
+    text = cell.source
+    return text.startswith(INSTALL_MARKER) or (
+        "google.colab" in text and "pip install" in text and len(text.splitlines()) <= 5)
+
+
+def update_install_cells(path):
+    """Points a notebook's Colab badge and install cell at `kprune.tools.urls`.
+
+    The install cell becomes the first code cell (inserted when the notebook
+    has none, later execution counts shifted by one as a render would number
+    them). The cell does nothing outside Colab, so the stored outputs stay
+    those of the current sources: a notebook that was current is re-stamped
+    (its source hash chain recomputed), one that was stale stays stale.
+
+    Args:
+        path: the `.ipynb` file.
+
+    Returns:
+        True when the file was rewritten.
+
+    Example:
+    >>> update_install_cells(pathlib.Path("notebooks/01_prune_during_fit.ipynb"))
+    False
+    """
+    import nbformat
+
+    path = pathlib.Path(path)
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    was_current = not stale_reasons(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and _COLAB_LINK.search(cell.source):
+            cell.source = _COLAB_LINK.sub(urls.colab_url(path.name), cell.source)
+    source = urls.install_cell_source(NOTEBOOK_EXTRAS.get(path.name, ("tensorflow",)))
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if code and _is_install_cell(code[0]):
+        code[0].source = source
+    else:
+        cell = nbformat.v4.new_code_cell(source)
+        cell.execution_count = 1 if was_current else None
+        for c in code:
+            if c.get("execution_count") is not None:
+                c.execution_count += 1
+        first = nb.cells.index(code[0]) if code else len(nb.cells)
+        nb.cells.insert(first, cell)
+    if was_current:
+        for index, own, chain in source_chain(nb):
+            mark = dict(nb.cells[index].metadata.get(STAMP_KEY) or {})
+            mark.update(source_sha256=own, chain_sha256=chain)
+            mark.setdefault("seconds", 0.0)
+            nb.cells[index].metadata[STAMP_KEY] = mark
+    after = nbformat.writes(nb)
+    if after == before:
+        return False
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".ipynb")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(after)
+    os.replace(tmp, path)
+    return True
 
 
 def render(path, *, timeout=DEFAULT_TIMEOUT, cell_timeout=None, fast=False, write=True,
@@ -456,6 +533,9 @@ def main(argv=None):
                         help="execute nothing; list notebooks whose stored outputs are stale")
     parser.add_argument("--fast", action="store_true",
                         help="execute with KPRUNE_FAST=1 as the tests do; writes nothing")
+    parser.add_argument("--install-cells", action="store_true",
+                        help="execute nothing; point badges and install cells at "
+                        "kprune.tools.urls.REPOSITORY")
     parser.add_argument("--dir", default=str(NOTEBOOK_DIR),
                         help="the notebook folder (default: the repository's notebooks/)")
     args = parser.parse_args(argv)
@@ -468,6 +548,10 @@ def main(argv=None):
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.install_cells:
+        for path in chosen:
+            print(f"{path.name}: {'updated' if update_install_cells(path) else 'unchanged'}")
+        return 0
     if args.check:
         stale = 0
         for path in chosen:
