@@ -27,7 +27,8 @@ def recurrent_layers(model):
         model: a Keras model.
 
     Returns:
-        A list of layers, wrappers such as `Bidirectional` included.
+        A list of layers, wrappers such as `Bidirectional` included (nested
+        models are searched; the inside of a custom layer is not).
 
     Example:
     >>> [l.name for l in recurrent_layers(model)]
@@ -46,9 +47,7 @@ def recurrent_layers(model):
         if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)):
             found.append(layer)
             continue
-        stack.extend(getattr(layer, "layers", []) or [])
-        stack.extend(l for l in getattr(layer, "_layers", []) or []
-                     if isinstance(l, keras.layers.Layer))
+        stack.extend(getattr(layer, "layers", []) or [])  # nested models
     return found
 
 
