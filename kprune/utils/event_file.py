@@ -9,7 +9,8 @@ TensorBoard only needs the file format, which is small:
   crc32c(data)` (TFRecord framing, little-endian);
 * each record an `Event` protocol buffer: the first holds
   `file_version = "brain.Event:2"`, the others `wall_time`, `step` and a
-  `Summary` with one `Value {tag, simple_value}` per scalar.
+  `Summary` with one `Value` per scalar, as `tf.summary.scalar` writes it
+  (a float32 scalar tensor tagged for TensorBoard's "scalars" plugin).
 
 TensorBoard and `tf.compat.v1.train.summary_iterator` read these files
 (tests/test_summaries.py checks it on the TensorFlow leg); `read_scalars`
@@ -90,14 +91,22 @@ def _event(wall_time, step=None, file_version=None, values=()):
     if file_version is not None:
         out += _bytes_field(3, file_version.encode())
     if values:
-        summary = b"".join(
-            # Summary.value=1 -> Value {tag=1 (string), simple_value=2 (float)}
-            _bytes_field(1, _bytes_field(1, tag.encode()) + _field(2, 5)
-                         + struct.pack("<f", float(value)))
-            for tag, value in values
-        )
-        out += _bytes_field(5, summary)
+        summary = b"".join(_bytes_field(1, _value(tag, value)) for tag, value in values)
+        out += _bytes_field(5, summary)  # Summary.value = 1 (repeated Value)
     return out
+
+
+#: SummaryMetadata {plugin_data=1 {plugin_name=1: "scalars"}, data_class=4: DATA_CLASS_SCALAR}
+_SCALAR_METADATA = _bytes_field(1, _bytes_field(1, b"scalars")) + _field(4, 0) + _varint(1)
+
+
+def _value(tag, value):
+    """A `Value` as `tf.summary.scalar` writes it: tag=1, metadata=9, tensor=8,
+    the tensor a float32 scalar (dtype=1: DT_FLOAT, tensor_shape=2: [], float_val=5)."""
+    tensor = (_field(1, 0) + _varint(1) + _bytes_field(2, b"")
+              + _bytes_field(5, struct.pack("<f", float(value))))
+    return (_bytes_field(1, tag.encode()) + _bytes_field(9, _SCALAR_METADATA)
+            + _bytes_field(8, tensor))
 
 
 def _record(data):
@@ -189,10 +198,21 @@ def _fields(data):
         yield number, wire, value
 
 
+def _tensor_scalar(data):
+    """The value of a float32 scalar `TensorProto` (float_val or tensor_content)."""
+    for number, wire, value in _fields(data):
+        if number == 5:  # float_val, packed (wire 2) or one fixed32 (wire 5)
+            return struct.unpack("<f", value[:4])[0]
+        if number == 4 and len(value) >= 4:  # tensor_content
+            return struct.unpack("<f", value[:4])[0]
+    return None
+
+
 def read_scalars(log_dir):
     """`{tag: [(step, value), ...]}` from every event file under `log_dir`.
 
-    Reads `simple_value` scalars (what `EventFileWriter` writes); records
+    Reads scalar tensors (what `EventFileWriter` and `tf.summary.scalar`
+    write) and TF1 `simple_value`s; records
     whose checksum does not match raise a ValueError naming the file.
 
     Args:
@@ -230,8 +250,10 @@ def read_scalars(log_dir):
                             for vn, _, vv in _fields(v):
                                 if vn == 1:
                                     tag = vv.decode()
-                                elif vn == 2:
+                                elif vn == 2:  # simple_value
                                     scalar = struct.unpack("<f", vv)[0]
+                                elif vn == 8:  # a float32 scalar tensor
+                                    scalar = _tensor_scalar(vv)
                             if tag is not None and scalar is not None:
                                 values.append((tag, scalar))
             for tag, scalar in values:
