@@ -19,8 +19,11 @@ def _as_command():
     """True while Python starts the `kprune` command itself (the console
     script, or `python -m kprune`), not when a program imports kprune."""
     argv = list(getattr(_sys, "orig_argv", None) or [])
-    if "-m" in argv[:-1]:
-        return argv[argv.index("-m") + 1] == "kprune"
+    i = 1
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-c":
+        if argv[i] == "-m":  # interpreter options end at -m MODULE
+            return argv[i + 1:i + 2] == ["kprune"]
+        i += 2 if argv[i] in ("-W", "-X") else 1
     script = _os.path.basename((_sys.argv or [""])[0])
     return _os.path.splitext(script)[0] in ("kprune", "kprune-script")
 
