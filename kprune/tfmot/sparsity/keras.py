@@ -427,8 +427,10 @@ strip_pruning = _prune.strip_pruning
 def prune_scope():
     """tfmot's deserialization scope; not needed with kprune.
 
-    `import kprune` registers every kprune class, so `keras.models.load_model`
-    loads a pruned `.keras` (or `.h5`) file without it. Models saved by tfmot
+    `import kprune.tfmot` registers every class a pruned model refers to
+    (kprune's wrapper, and the schedules of this module, which the wrappers
+    keep), so `keras.models.load_model` loads a pruned `.keras` (or `.h5`)
+    file without it. Models saved by tfmot
     itself (tf_keras, Keras 2) cannot be loaded in Keras 3.
 
     Returns:
@@ -442,8 +444,8 @@ def prune_scope():
     """
     return keras.utils.custom_object_scope({
         "PruneWrapper": _wrapper.PruneWrapper,
-        "ConstantSparsity": _schedules.ConstantSparsity,
-        "PolynomialDecay": _schedules.PolynomialDecay,
+        "ConstantSparsity": ConstantSparsity,
+        "PolynomialDecay": PolynomialDecay,
     })
 
 
