@@ -72,6 +72,18 @@ Where kprune deliberately behaves differently from tfmot (one line each):
   conv with 7 input channels): the partial last group gets its `n` zeros
   too (sparsity 4/7 = 0.571; tfmot pads the group, and the padding counts
   as one of its zeros: 3/7 = 0.429), as `kprune.NM` documents.
+* **sparsity_m_by_n on a Conv3D kernel** groups its input axis as for
+  other convolutions (tfmot leaves such kernels without masks); with fewer
+  than `m` input channels it raises, naming the layer.
+* **Wrapper attributes**: the wrapper keeps `granularity`
+  (`kprune.Block(...)`, `kprune.NM(...)`) rather than `block_size` and
+  `block_pooling_type`, and `masks` rather than `pruning_vars`.
+* **The optimizer** of a compiled model stays on the pruned copy (Keras
+  3's `clone_model` keeps it; tfmot's result has none); compile the pruned
+  model before training, as tfmot's guide does.
+* **Training without UpdatePruningStep** raises `ValueError` naming the
+  callback, before any weight changes (tfmot: an `InvalidArgumentError`
+  from an assert in the graph).
 * **Layer keyword arguments with a model** raise `TypeError` (tfmot ignores them).
 * **PruningSummaries** writes `sparsity/<layer>`, `target_sparsity/<layer>`
   and `sparsity_total` to `log_dir` at each epoch's end (tfmot: mask sparsity
