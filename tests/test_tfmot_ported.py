@@ -25,6 +25,7 @@ import pytest
 
 import kprune
 import kprune.tfmot as tfmot  # the one changed import line
+from kprune.core.wrapping import find_wrappers
 
 K = tfmot.sparsity.keras
 layers = keras.layers
@@ -416,7 +417,7 @@ def test_wrapper_collect_prunable_layers():
                   layers.BatchNormalization(), layers.Flatten(), layers.Dense(10),
                   layers.Dropout(0.5)]:
         model.add(K.prune_low_magnitude(layer))
-    assert len(kprune.prune.find_wrappers(model)) == 5
+    assert len(find_wrappers(model)) == 5
 
 
 @documented("sparsity_m_by_n on a Conv kernel groups its input axis (tfmot leaves kernels "
@@ -426,7 +427,7 @@ def test_wrapper_conv3d_weight_not_pruned_with_sparsity_m_by_n():
     layer(keras.Input(shape=(4, 28, 28, 1)))
     model = keras.Sequential([keras.Input((4, 28, 28, 1)),
                               K.prune_low_magnitude(layer, sparsity_m_by_n=(2, 4))])
-    pruned = kprune.prune.find_wrappers(model)
+    pruned = find_wrappers(model)
     assert len(pruned) == 1
     assert len(pruned[0].masks) == 0
 
@@ -782,7 +783,7 @@ def _fit(model, x=None, y=None, epochs=1, callbacks=None):
     if getattr(model, "optimizer", None) is None:  # Keras 3: no attribute before compile
         model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
     if callbacks is None:
-        callbacks = [K.UpdatePruningStep()] if kprune.prune.find_wrappers(model) else []
+        callbacks = [K.UpdatePruningStep()] if find_wrappers(model) else []
     model.fit(x, y, epochs=epochs, batch_size=20, verbose=0, callbacks=callbacks)
 
 
@@ -968,7 +969,7 @@ def test_prune_recursively_reaches_target_sparsity():
     pruned.fit(np.random.rand(20, 10), keras.utils.to_categorical(
         np.random.randint(10, size=(20, 1)), 10), batch_size=20, verbose=0,
         callbacks=[K.UpdatePruningStep()])
-    for wrapper in kprune.prune.find_wrappers(pruned):
+    for wrapper in find_wrappers(pruned):
         for weight in wrapper.prunable_weights:
             assert _sparsity(weight) == pytest.approx(0.5)
 
@@ -981,7 +982,7 @@ def test_mha_layer_reaches_target_sparsity():
     model.compile(loss="mse", optimizer="sgd")
     model.fit(np.random.rand(100, 32, 32), np.random.rand(100, 32, 1), batch_size=100,
               verbose=0, callbacks=[K.UpdatePruningStep()])
-    (wrapper,) = kprune.prune.find_wrappers(model)
+    (wrapper,) = find_wrappers(model)
     assert len(wrapper.prunable_weights) == 4
     for weight in wrapper.prunable_weights:
         assert _sparsity(weight) == pytest.approx(0.5)

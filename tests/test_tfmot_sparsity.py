@@ -15,7 +15,7 @@ import pytest
 
 import kprune
 import kprune.tfmot as tfmot
-from kprune.prune import find_wrappers
+from kprune.core.wrapping import find_wrappers
 
 K = tfmot.sparsity.keras
 L = keras.layers
