@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import keras
 
-from kprune.structured.graph import check_graph_model, is_graph_model, model_nodes
 from kprune.core.wrapper import PruneWrapper
+from kprune.structured.graph import check_graph_model, is_graph_model, model_nodes
 
 __all__ = ["PruningPolicy", "PruneForLatencyOnXNNPack"]
 

@@ -162,7 +162,7 @@ class PruningSchedule(_schedules.PruningSchedule):
             raise ValueError(f"frequency should be > 0, got {frequency}.")
 
     def _validate_sparsity(self, sparsity, variable_name):
-        _schedules._check_sparsity(variable_name, _float(sparsity))
+        _checks.check_sparsity(variable_name, _float(sparsity))
 
 
 class _TfmotConfig:
