@@ -12,6 +12,8 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kprune
 import kprune.tfmot as tfmot
@@ -254,3 +256,18 @@ def test_d8_two_of_four_on_seven_input_channels_prunes_every_group():
     # groups of 4 input channels: [0-3] and the partial [4-6], each with 2 zeros
     assert _np(find_wrappers(pruned)[0].masks[0]).mean() == pytest.approx(3 / 7)
     assert "7 input channels" in tfmot.__doc__
+
+
+@settings(max_examples=40, deadline=None)
+@given(begin=st.integers(0, 50), length=st.integers(0, 50), frequency=st.integers(1, 20),
+       initial=st.floats(0, 0.9), final=st.floats(0, 0.99), power=st.integers(1, 4))
+def test_d6_d7_polynomial_decay_invariants(begin, length, frequency, initial, final, power):
+    s = K.PolynomialDecay(initial, final, begin, begin + length, power, frequency)
+    back = keras.utils.deserialize_keras_object(
+        s.get_config(), custom_objects={"PolynomialDecay": K.PolynomialDecay})
+    assert back == s and back.get_config() == s.get_config()
+    # the last update applies final_sparsity, and nothing is updated after it
+    assert s(begin + length) == (True, pytest.approx(final))
+    assert not s(begin + length + 1)[0] and not (begin and s(begin - 1)[0])
+    values = [s(t)[1] for t in range(begin, begin + length + 1)]
+    assert all(min(initial, final) - 1e-9 <= v <= max(initial, final) + 1e-9 for v in values)
