@@ -60,7 +60,7 @@ Where kprune deliberately behaves differently from tfmot (one line each):
   errors name the layer and the rule it breaks.
 * **An unbuilt Sequential** is built by its first training batch, which
   runs dense; the schedule's first update is applied right after it
-  (tfmot applies it inside that batch).
+  (build the model first, e.g. `model.build(shape)`, to prune from batch 0).
 * **PolynomialDecay(begin_step == end_step)** applies `final_sparsity` at
   that step (tfmot's formula divides 0 by 0 there).
 * **Not a layer, model or list**: `prune_low_magnitude(object())` raises
@@ -84,7 +84,7 @@ Where kprune deliberately behaves differently from tfmot (one line each):
 * **Training without UpdatePruningStep** raises `ValueError` naming the
   callback, before any weight changes (tfmot: an `InvalidArgumentError`
   from an assert in the graph).
-* **Layer keyword arguments with a model** raise `TypeError` (tfmot ignores them).
+* **Layer keyword arguments with a model or a list** raise `TypeError` (tfmot ignores them).
 * **PruningSummaries** writes `sparsity/<layer>`, `target_sparsity/<layer>`
   and `sparsity_total` to `log_dir` at each epoch's end (tfmot: mask sparsity
   and thresholds to `log_dir/metrics` at each epoch's start, plus
