@@ -83,7 +83,8 @@ def test_the_eleven_names_with_tfmot_signatures():
                                     "block_pooling_type", "pruning_policy", "sparsity_m_by_n",
                                     "kwargs"]
     p = sig.parameters
-    assert p["pruning_schedule"].default.get_config() == kprune.ConstantSparsity(0.5, 0).get_config()
+    assert p["pruning_schedule"].default.get_config() == {
+        "class_name": "ConstantSparsity", "config": kprune.ConstantSparsity(0.5, 0).get_config()}
     assert (p["block_size"].default, p["block_pooling_type"].default) == ((1, 1), "AVG")
     assert p["pruning_policy"].default is None and p["sparsity_m_by_n"].default is None
     assert str(inspect.signature(K.ConstantSparsity)) == (
@@ -107,8 +108,9 @@ def test_whole_model(data, tmp_path):
     model, base = ns["model_for_pruning"], ns["base_model"]
     (w,) = find_wrappers(model)
     assert [type(l).__name__ for l in model.layers] == ["PruneWrapper", "Flatten"]
-    # the default ConstantSparsity(0.5, 0) is kprune's own (what a model saves)
-    assert type(w.pruning_schedule) is kprune.ConstantSparsity
+    # the wrapper holds the schedule passed: here tfmot's default ConstantSparsity(0.5, 0)
+    assert type(w.pruning_schedule) is K.ConstantSparsity
+    assert w.pruning_schedule == K.ConstantSparsity(0.5, 0)
     assert int(_np(w.masks[0]).sum()) == masking.kept_count(400, 0.5)
     assert w.step == STEPS
     # a copy: the caller's model keeps its dense weights
@@ -137,7 +139,7 @@ def test_polynomial_decay_with_summaries_in_fit(data, tmp_path):
     ns = run("polynomial_summaries", data, tmp_path)
     (w,) = find_wrappers(ns["model_for_pruning"])
     # end_step came as a numpy int32 (np.ceil(...).astype(np.int32)), as in the guide
-    assert w.pruning_schedule == kprune.PolynomialDecay(0.5, 0.8, 0, STEPS)
+    assert w.pruning_schedule == K.PolynomialDecay(0.5, 0.8, 0, STEPS)
     assert _sparsity(w.masks[0]) == pytest.approx(0.8)
     assert os.listdir(ns["logdir"])
 

@@ -91,11 +91,11 @@ class PruningCallback(keras.callbacks.Callback):
             return
         self._start()
 
-    def _start(self):
+    def _start(self, catch_up=False):
         self.pruner = Pruner(
             self.model, normalize=self.normalize, min_keep=self.min_keep, verbose=self.verbose,
             scores=self.scores,
-        ).start()
+        ).start(catch_up=catch_up)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._last_batch = -1
@@ -127,7 +127,9 @@ class PruningCallback(keras.callbacks.Callback):
         # With steps_per_execution > 1, Keras reports the last batch index of
         # each execution, so the step advances by the difference.
         if self.pruner is None:
-            self._start()
+            # The model was built by this first batch: updates due at step 0
+            # (a schedule's first) are applied now rather than skipped.
+            self._start(catch_up=True)
         # A hand-driven loop may pass batch=-1 (as tfmot's guide does): one step.
         n = batch - self._last_batch if batch >= 0 else 1
         self._last_batch = max(batch, self._last_batch)

@@ -122,7 +122,7 @@ class Pruner:
         masks of schedule step `current_step + 1`."""
         return self._step
 
-    def start(self):
+    def start(self, catch_up=False):
         """Resumes from the step stored in the model (0 if fresh).
 
         The step is the larger of the wrappers' stored `pruning_step` and the
@@ -134,6 +134,12 @@ class Pruner:
         re-applies the last update, which changes nothing for magnitude
         scores), then the update of step `n + 1`, whose masks the next batch
         trains with.
+
+        Args:
+            catch_up: also apply, at step `n`'s sparsity, an update due
+                before step `n` that no batch applied (`PruningCallback`
+                passes True when an unbuilt model was built by its first
+                batch, so a schedule starting at step 0 is not skipped).
         """
         for w in self.wrappers:
             w._armed = True
@@ -142,7 +148,7 @@ class Pruner:
             self.model.train_function = fn.fn
         stored = [w.step for w in self.wrappers]
         self._step = max([0, optimizer_iterations(self.model)] + stored)
-        self._applied = self._step - 1
+        self._applied = -1 if catch_up else self._step - 1
         self._apply_through(self._step)
         self._apply_through(self._step + 1)
         self.sync()

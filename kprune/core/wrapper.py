@@ -373,7 +373,9 @@ class MaskedWeights:
         self._pruned = []  # list of (variable, mask variable, Layout)
         self._armed = getattr(self, "_armed", False)
         self._assign_fns = getattr(self, "_assign_fns", {})
-        for index, (weight, layout) in enumerate(prunable_weights(layer, include_bias=prune_bias)):
+        # A layer kprune cannot prune (wrapped with allow_no_masks=True) gets no masks.
+        pairs = prunable_weights(layer, include_bias=prune_bias) if is_prunable(layer) else []
+        for index, (weight, layout) in enumerate(pairs):
             granularity.validate(
                 tuple(weight.shape), layout, name=f"layer '{layer.name}' weight '{weight.name}'"
             )
@@ -501,6 +503,10 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
             with every other global-scope wrapper of the model).
         prune_bias: also mask the wrapped layer's `bias` (if it has one).
             Used by `kprune.prune_at_init(..., include_bias=True)`.
+        allow_no_masks: wrap a layer kprune cannot prune (Flatten, Dropout,
+            BatchNormalization, ...) with no masks: it computes exactly as
+            the bare layer (tfmot's behaviour, used by `kprune.tfmot`).
+            Default False: such a layer raises `ValueError`.
         **kwargs: standard layer arguments (`name`, ...). `input_shape=`
             (or the wrapped layer's own `input_shape=`) makes the wrapper
             usable as the first layer of a `keras.Sequential`.
@@ -526,6 +532,7 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
         granularity=None,
         scope="layer",
         prune_bias=False,
+        allow_no_masks=False,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -534,7 +541,8 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
             )
         if isinstance(layer, PruneWrapper):
             raise ValueError(f"Layer '{layer.name}' is already a PruneWrapper.")
-        if not is_prunable(layer):
+        checks.check_bool("allow_no_masks", allow_no_masks)
+        if not is_prunable(layer) and not allow_no_masks:
             prunable_weights(layer)  # raises the descriptive error
         if scope not in ("layer", "global"):
             raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
@@ -555,6 +563,7 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
         self.granularity = masking.get_granularity(granularity)
         self.scope = scope
         self.prune_bias = bool(prune_bias)
+        self.allow_no_masks = bool(allow_no_masks)
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._pruned = []  # list of (variable, mask variable, Layout)
         # Set by Pruner.start() (PruningCallback.on_train_begin): training a
@@ -659,6 +668,8 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
         }
         if self.prune_bias:
             config["prune_bias"] = True
+        if self.allow_no_masks:
+            config["allow_no_masks"] = True
         return {**super().get_config(), **config}
 
 def assign_masks(wrappers, masks, step=None):

@@ -348,6 +348,7 @@ def prune_low_magnitude(
     verbose=0,
     in_place=False,
     pruning_policy=None,
+    existing_wrappers="raise",
     **wrapper_kwargs,
 ):
     """Wraps every prunable layer of a model for magnitude pruning during fit.
@@ -381,6 +382,12 @@ def prune_low_magnitude(
             `kprune.PruneForLatencyOnXNNPack()`, for a model: it first checks
             the whole model (raising `ValueError` naming the first layer that
             does not fit) and then chooses which layers are wrapped.
+        existing_wrappers: for a model that already holds `PruneWrapper`
+            layers: `"raise"` (default) refuses it; `"keep"` copies them as
+            they are (schedule, masks and step) and wraps the other
+            prunable layers (tfmot's behaviour, used by `kprune.tfmot`); a
+            model with nothing left to wrap is then returned as a copy, with
+            a warning, instead of raising.
         **wrapper_kwargs: for a single layer only: `PruneWrapper` layer
             arguments (`name=`, `input_shape=`).
 
@@ -436,6 +443,7 @@ def prune_low_magnitude(
         lambda name, v: None if v is None else checks.check_sparsity(name, v),
     )
     checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
+    checks.check_choice("existing_wrappers", existing_wrappers, ("raise", "keep"))
 
     is_model = isinstance(to_prune, keras.Model)
     if wrapper_kwargs and (is_model or isinstance(to_prune, list)):
@@ -477,9 +485,19 @@ def prune_low_magnitude(
 
         return prune_layer_tree(to_prune, pruning_schedule, granularity, scope,
                                 overrides, ignore, in_place, verbose)
-    targets = select_layers(to_prune, overrides, ignore, "prune_low_magnitude")
+    targets = select_layers(to_prune, overrides, ignore, "prune_low_magnitude",
+                            existing_wrappers=existing_wrappers)
     if pruning_policy is not None:
-        targets = _apply_policy(pruning_policy, to_prune, targets)
+        targets = _apply_policy(pruning_policy, to_prune, targets,
+                                allow_none=existing_wrappers == "keep")
+    if not targets:
+        warnings.warn(
+            f"prune_low_magnitude: model '{to_prune.name}' has no layer left "
+            f"to wrap"
+            + (f" that {type(pruning_policy).__name__} allows" if pruning_policy else "")
+            + "; returned an unchanged copy.",
+            stacklevel=2,
+        )
     target_ids = {id(l) for l in targets}
     # Validate every granularity against every weight before cloning anything.
     for layer in targets:
@@ -547,7 +565,7 @@ def _prune_list(layers, pruning_schedule, granularity, scope):
     ]
 
 
-def _apply_policy(policy, model, targets):
+def _apply_policy(policy, model, targets, allow_none=False):
     """The targets a `PruningPolicy` allows, after it has checked the model."""
     from kprune.deploy.policy import PruningPolicy
 
@@ -558,7 +576,7 @@ def _apply_policy(policy, model, targets):
         )
     policy.ensure_model_supports_pruning(model)
     allowed = [l for l in targets if policy.allow_pruning(l)]
-    if not allowed:
+    if not allowed and not allow_none:
         raise ValueError(
             f"{type(policy).__name__} allows none of the prunable layers of "
             f"model '{model.name}' ({[l.name for l in targets]}); there is "
@@ -581,7 +599,7 @@ def _needs_pruned_model(model):
 
 
 def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitude",
-                  overrides_arg="sparsity"):
+                  overrides_arg="sparsity", existing_wrappers="raise"):
     """The layers of `model` to wrap: every prunable leaf layer, minus `ignore`
     and the layers whose override is None.
 
@@ -594,6 +612,9 @@ def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitud
         ignore: layer names or layer classes.
         caller: the public function's name, for error messages.
         overrides_arg: the name of the overrides argument, for error messages.
+        existing_wrappers: `"raise"`: a model holding `PruneWrapper` layers
+            raises; `"keep"`: they are left out of the targets, and an empty
+            list is returned rather than raising when nothing is left.
 
     Returns:
         The list of layers to wrap, in model order.
@@ -606,7 +627,7 @@ def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitud
     overrides = overrides or {}
     ignore = _normalize_ignore(ignore)
     leaves = _leaf_layers(model)
-    if any(isinstance(l, PruneWrapper) for l in leaves):
+    if existing_wrappers == "raise" and any(isinstance(l, PruneWrapper) for l in leaves):
         raise ValueError(
             f"Model '{model.name}' is already pruned (it contains PruneWrapper "
             f"layers). Call kprune.strip_pruning(model) first to re-prune it."
@@ -638,7 +659,7 @@ def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitud
             stacklevel=3,
         )
     targets = [l for l in leaves if wanted(l) and id(l) not in hidden_ids]
-    if targets:
+    if targets or existing_wrappers == "keep":
         return targets
     excluded = [l.name for l in leaves if is_prunable(l)]
     if excluded:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import keras
 
-from kprune.structured.graph import check_graph_model, model_nodes
 from kprune.core.wrapper import PruneWrapper
+from kprune.structured.graph import check_graph_model, is_graph_model, model_nodes
 
 __all__ = ["PruningPolicy", "PruneForLatencyOnXNNPack"]
 
@@ -63,10 +63,15 @@ def _padding_of(layer):
 
 
 class _Graph:
-    """Producers and consumers of every call (node) of a functional model."""
+    """Producers and consumers of every call (node) of a functional model.
+
+    Nested Sequential/functional models called once are walked into (as
+    tfmot's policy does), so their layers are checked one by one.
+    """
 
     def __init__(self, model):
-        self.nodes = model_nodes(model)
+        alias = {}
+        self.nodes = _leaf_nodes(model, alias)
         producer = {}
         for node in self.nodes:
             for t in node.output_tensors:
@@ -77,15 +82,39 @@ class _Graph:
         input_ids = {id(t) for t in model.inputs}
         for node in self.nodes:
             for t in node.input_tensors:
-                parent = producer.get(id(t))
+                key = alias.get(id(t), id(t))
+                parent = producer.get(key)
                 if parent is not None and parent not in self.producers[id(node)]:
                     self.producers[id(node)].append(parent)
                     self.consumers[id(parent)].append(node)
-                elif id(t) in input_ids and node not in self.from_input:
+                elif key in input_ids and node not in self.from_input:
                     self.from_input.append(node)
-        output_ids = {id(t) for t in model.outputs}
+        output_ids = {alias.get(id(t), id(t)) for t in model.outputs}
         self.to_output = [n for n in self.nodes if any(id(t) in output_ids for t in n.output_tensors)]
         self.order = {id(n): i for i, n in enumerate(self.nodes)}
+
+
+def _leaf_nodes(model, alias):
+    """`model_nodes(model)` with nested graph models called once expanded;
+    `alias` maps a nested model's input and output tensors to the outer
+    tensors they stand for (`id -> id`)."""
+    nodes = model_nodes(model)
+    calls = {}
+    for node in nodes:
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+    out = []
+    for node in nodes:
+        op = node.operation
+        if (is_graph_model(op) and calls[id(op)] == 1
+                and len(op.inputs) == len(node.input_tensors)):
+            for inner, outer in zip(op.inputs, node.input_tensors):
+                alias[id(inner)] = alias.get(id(outer), id(outer))
+            out.extend(_leaf_nodes(op, alias))
+            for outer, inner in zip(node.output_tensors, op.outputs):
+                alias[id(outer)] = alias.get(id(inner), id(inner))
+        else:
+            out.append(node)
+    return out
 
 
 def _name(node):
@@ -111,10 +140,11 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
       `ZeroPadding2D` of 1 (3x3) or 2 (5x5); `BatchNormalization` on the
       channel axis; `ReLU`, `LeakyReLU`, `ELU`, `Activation` of relu, relu6,
       leaky_relu, elu or sigmoid; `Add`, `Multiply`, the `+`, `-`, `*` ops;
-      `ZeroPadding2D`, `Dropout`; `GlobalAveragePooling2D(keepdims=True)`;
+      `ZeroPadding2D`, `Dropout`, `Identity`; `GlobalAveragePooling2D(keepdims=True)`;
       bilinear `UpSampling2D`.
 
-    A model that does not fit raises `ValueError` naming the first layer (in
+    Layers of nested Sequential or functional models are checked as if
+    inlined. A model that does not fit raises `ValueError` naming the first layer (in
     graph order) that does not, and why.
 
     Example:
@@ -250,7 +280,7 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
         if isinstance(op, PruneWrapper):
             return self._unsupported(graph, node, op.layer)
         if isinstance(op, (L.Add, L.Multiply, L.ZeroPadding2D, L.ReLU, L.LeakyReLU,
-                           L.ELU, L.Dropout)):
+                           L.ELU, L.Dropout, L.Identity)):
             return None
         kind = type(op).__name__
         if kind in ("Add", "Subtract", "Multiply") and not isinstance(op, L.Layer):
@@ -314,6 +344,6 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
         return (
             f"{kind} is not an operator XNNPACK's sparse path supports (1x1 "
             f"Conv2D, DepthwiseConv2D, BatchNormalization, ReLU/LeakyReLU/ELU, "
-            f"Activation, Add, Multiply, ZeroPadding2D, Dropout, "
+            f"Activation, Add, Multiply, ZeroPadding2D, Dropout, Identity, "
             f"GlobalAveragePooling2D(keepdims=True), bilinear UpSampling2D)"
         )

@@ -31,7 +31,9 @@ Where kprune deliberately behaves differently from tfmot (one line each):
   (ties broken by position); tfmot keeps every weight tied with its threshold
   and at least one weight per tensor.
 * **Copies**: `prune_low_magnitude` returns new layers with the weights
-  copied; tfmot wraps (and shares) the caller's layer objects.
+  copied; tfmot wraps (and shares) the caller's layer objects. (A pruned
+  wrapper in a list is passed through as the same object, as in tfmot; in a
+  model it is copied with its schedule, masks and step.)
 * **Step numbering**: the same as tfmot's (0-based batch `t - 1` trains
   with the masks of step `t`), except that step 0 is applied before the
   first batch (so `initial_sparsity` at `begin_step=0` is; tfmot never
@@ -46,21 +48,52 @@ Where kprune deliberately behaves differently from tfmot (one line each):
 * **block_size when a dimension is not a multiple of the block**: each block
   is scored by its own weights (tfmot's SAME-padded pooling scores windows
   offset from the blocks its mask covers).
-* **Layers without weights** (Flatten, ...) are left unwrapped (tfmot wraps
-  them with no masks).
+* **Layers without weights inside a model** (Flatten, Dropout, ...; also
+  BatchNormalization, LayerNormalization) are left unwrapped: a wrapper
+  with nothing to prune adds nothing (tfmot wraps them with no masks). On
+  their own or in a list they are wrapped with no masks, as in tfmot.
+* **A model with nothing to wrap** (e.g. no layer the pruning policy
+  allows) is returned as a copy with a warning (tfmot: silently).
 * **pruning_policy on a single layer or a list** raises (tfmot ignores it there).
 * **PruneForLatencyOnXNNPack** wraps 1x1 `Conv2D` layers with stride 1 and
-  `groups=1` only (tfmot: any 1x1 `Conv2D`); its errors name the layer and
-  the rule it breaks.
-* **A pruned wrapper in a list** raises (tfmot passes it through).
-* **Layer keyword arguments with a model** raise `TypeError` (tfmot ignores them).
+  `groups=1` only, what XNNPACK runs sparse (tfmot: any 1x1 `Conv2D`); its
+  errors name the layer and the rule it breaks.
+* **An unbuilt Sequential** is built by its first training batch, which
+  runs dense; the schedule's first update is applied right after it
+  (build the model first, e.g. `model.build(shape)`, to prune from batch 0).
+* **PolynomialDecay(begin_step == end_step)** applies `final_sparsity` at
+  that step (tfmot's formula divides 0 by 0 there).
+* **Not a layer, model or list**: `prune_low_magnitude(object())` raises
+  `TypeError` (tfmot: `ValueError`), as Python does for a wrong type.
+* **A subclass of a prunable layer** (e.g. of `Dense`) without
+  `get_prunable_weights()` is pruned like its base class (tfmot raises):
+  its weights are the base class's.
+* **sparsity_m_by_n on a dimension that is not a multiple of m** (2:4 on a
+  conv with 7 input channels): the partial last group gets its `n` zeros
+  too (sparsity 4/7 = 0.571; tfmot pads the group, and the padding counts
+  as one of its zeros: 3/7 = 0.429), as `kprune.NM` documents.
+* **sparsity_m_by_n on a Conv3D kernel** groups its input axis as for
+  other convolutions (tfmot leaves such kernels without masks); with fewer
+  than `m` input channels it raises, naming the layer.
+* **Wrapper attributes**: the wrapper keeps `granularity`
+  (`kprune.Block(...)`, `kprune.NM(...)`) rather than `block_size` and
+  `block_pooling_type`, and `masks` rather than `pruning_vars`.
+* **The optimizer** of a compiled model stays on the pruned copy (Keras
+  3's `clone_model` keeps it; tfmot's result has none); compile the pruned
+  model before training, as tfmot's guide does.
+* **Training without UpdatePruningStep** raises `ValueError` naming the
+  callback, before any weight changes (tfmot: an `InvalidArgumentError`
+  from an assert in the graph).
+* **Layer keyword arguments with a model or a list** raise `TypeError` (tfmot ignores them).
 * **PruningSummaries** writes `sparsity/<layer>`, `target_sparsity/<layer>`
   and `sparsity_total` to `log_dir` at each epoch's end (tfmot: mask sparsity
   and thresholds to `log_dir/metrics` at each epoch's start, plus
   TensorBoard's losses); it takes no TensorBoard keyword arguments (add
   `keras.callbacks.TensorBoard` for losses and metrics).
 * **Saving**: `.keras` files load with `keras.models.load_model` without
-  `prune_scope()`; models saved by tfmot (Keras 2) cannot be loaded.
+  `prune_scope()` once `kprune.tfmot` is imported (it registers the
+  schedules the wrappers keep); models saved by tfmot (Keras 2) cannot be
+  loaded.
 * Only `tfmot.sparsity` is covered: `tfmot.quantization` and
   `tfmot.clustering` raise an error that points to Keras' own quantization.
 """

@@ -22,11 +22,12 @@ import keras
 import numpy as np
 
 from kprune.core import callbacks as _callbacks
+from kprune.core import checks as _checks
 from kprune.core import masking as _masking
-from kprune.deploy import policy as _policy
-from kprune.core import wrapping as _prune
 from kprune.core import schedules as _schedules
 from kprune.core import wrapper as _wrapper
+from kprune.core import wrapping as _prune
+from kprune.deploy import policy as _policy
 
 __all__ = [
     "prune_low_magnitude",
@@ -161,13 +162,31 @@ class PruningSchedule(_schedules.PruningSchedule):
             raise ValueError(f"frequency should be > 0, got {frequency}.")
 
     def _validate_sparsity(self, sparsity, variable_name):
-        _schedules._check_sparsity(variable_name, _float(sparsity))
+        _checks.check_sparsity(variable_name, _float(sparsity))
 
 
-class ConstantSparsity(_schedules.ConstantSparsity, PruningSchedule):
+class _TfmotConfig:
+    """tfmot's `get_config()`: `{'class_name': ..., 'config': {...}}`.
+
+    `keras.utils.deserialize_keras_object(s.get_config(), custom_objects=
+    {'PolynomialDecay': tfmot.sparsity.keras.PolynomialDecay})` turns it
+    back into the schedule, as in tfmot.
+    """
+
+    def get_config(self):
+        return {"class_name": type(self).__name__, "config": super().get_config()}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in super().get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="kprune.tfmot")
+class ConstantSparsity(_TfmotConfig, _schedules.ConstantSparsity, PruningSchedule):
     """tfmot's `ConstantSparsity(target_sparsity, begin_step, end_step=-1, frequency=100)`.
 
-    `kprune.ConstantSparsity` with tfmot's signature (numpy numbers accepted).
+    `kprune.ConstantSparsity` with tfmot's signature (numpy numbers accepted)
+    and tfmot's nested `get_config()`.
 
     Example:
     >>> tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, frequency=100)
@@ -177,30 +196,35 @@ class ConstantSparsity(_schedules.ConstantSparsity, PruningSchedule):
         super().__init__(_float(target_sparsity), _int(begin_step), _int(end_step), _int(frequency))
 
 
-class PolynomialDecay(_schedules.PolynomialDecay, PruningSchedule):
+@keras.saving.register_keras_serializable(package="kprune.tfmot")
+class PolynomialDecay(_TfmotConfig, _schedules.PolynomialDecay, PruningSchedule):
     """tfmot's `PolynomialDecay(initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=100)`.
 
-    `kprune.PolynomialDecay` with tfmot's signature (numpy numbers accepted).
+    `kprune.PolynomialDecay` with tfmot's signature (numpy numbers accepted)
+    and tfmot's nested `get_config()`. As in tfmot, `end_step` may equal
+    `begin_step`: then the one update, at that step, applies
+    `final_sparsity` (tfmot's formula divides 0 by 0 there).
 
     Example:
     >>> tfmot.sparsity.keras.PolynomialDecay(0.5, 0.8, begin_step=0, end_step=1000)
     """
 
     def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=100):
+        begin_step, end_step = _int(begin_step), _int(end_step)
+        single = isinstance(begin_step, int) and begin_step >= 0 and end_step == begin_step
         super().__init__(
-            _float(initial_sparsity), _float(final_sparsity), _int(begin_step),
-            _int(end_step), power=_float(_int(power)),
+            _float(initial_sparsity), _float(final_sparsity), begin_step,
+            end_step + 1 if single else end_step, power=_float(_int(power)),
             frequency=_int(frequency),
         )
+        if single:
+            self.end_step = end_step
 
-
-def _to_kprune(schedule):
-    """The adapters' schedules as kprune's own classes (what models save)."""
-    if isinstance(schedule, ConstantSparsity):
-        return _schedules.ConstantSparsity(**schedule.get_config())
-    if isinstance(schedule, PolynomialDecay):
-        return _schedules.PolynomialDecay(**schedule.get_config())
-    return schedule
+    def sparsity(self, step):
+        if self.end_step == self.begin_step:
+            step = _checks.check_int("step", step)
+            return self.final_sparsity_ if step >= self.begin_step else self.initial_sparsity
+        return super().sparsity(step)
 
 
 # --------------------------------------------------------------------------
@@ -282,7 +306,7 @@ def prune_low_magnitude(
     ```
     """
     granularity = _granularity(block_size, block_pooling_type, sparsity_m_by_n)
-    schedule = _to_kprune(pruning_schedule)
+    schedule = pruning_schedule
     if isinstance(granularity, _masking.NM):
         if pruning_schedule is not _DEFAULT_SCHEDULE:
             warnings.warn(
@@ -297,9 +321,104 @@ def prune_low_magnitude(
         schedule = _schedules.ConstantSparsity(
             granularity.n / granularity.m, begin_step=0, end_step=0
         )
+    return _prune_any(to_prune, schedule, granularity, pruning_policy, **kwargs)
+
+
+def _prune_any(to_prune, schedule, granularity, pruning_policy=None, **kwargs):
+    """`prune_low_magnitude` once its arguments are kprune's."""
+    if isinstance(to_prune, list) and not kwargs:
+        return _prune_list(to_prune, schedule, granularity)
+    if isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model):
+        return _prune_layer(to_prune, schedule, granularity, **kwargs)
+    if isinstance(to_prune, keras.Sequential) and not to_prune.built and pruning_policy is None:
+        return _prune_unbuilt_sequential(to_prune, schedule, granularity)
+    if not isinstance(to_prune, (keras.Model, list)):
+        raise TypeError(
+            f"prune_low_magnitude can only prune a keras.Sequential, a "
+            f"functional keras.Model, a keras.layers.Layer or a list of "
+            f"layers; got an object of type {type(to_prune).__name__}."
+        )
+    # tfmot passes existing wrappers through, and returns a model with
+    # nothing (left) to wrap unchanged: existing_wrappers="keep".
     return _prune.prune_low_magnitude(
-        to_prune, schedule, granularity=granularity, pruning_policy=pruning_policy, **kwargs
+        to_prune, schedule, granularity=granularity, pruning_policy=pruning_policy,
+        existing_wrappers="keep", **kwargs,
     )
+
+
+# Layer types tfmot's registry wraps with no weights to prune (the classes
+# themselves, not subclasses, as in tfmot's `PruneRegistry`). kprune prunes
+# DepthwiseConv2D's kernel, so it is not here.
+_NO_MASK_TYPES = frozenset(
+    getattr(keras.layers, name) for name in (
+        "ELU", "LeakyReLU", "ReLU", "Softmax", "Cropping1D", "Cropping2D",
+        "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D",
+        "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Activation",
+        "ActivityRegularization", "Dropout", "Flatten", "Lambda", "Masking",
+        "Permute", "RepeatVector", "Reshape", "SpatialDropout1D",
+        "SpatialDropout2D", "SpatialDropout3D", "Add", "Average",
+        "Concatenate", "Dot", "Maximum", "Minimum", "Multiply", "Subtract",
+        "AlphaDropout", "GaussianDropout", "GaussianNoise",
+        "BatchNormalization", "LayerNormalization", "AveragePooling1D",
+        "AveragePooling2D", "AveragePooling3D", "GlobalAveragePooling1D",
+        "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+        "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+        "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Rescaling",
+    ) if hasattr(keras.layers, name)
+)
+
+
+def _prune_layer(layer, schedule, granularity, **kwargs):
+    """One layer: kprune's wrapper, or, for a layer tfmot wraps with nothing
+    to prune (Flatten, Dropout, ...), a wrapper with no masks."""
+    if not _wrapper.is_prunable(layer) and type(layer) in _NO_MASK_TYPES:
+        kwargs["allow_no_masks"] = True
+    return _prune.prune_low_magnitude(layer, schedule, granularity=granularity, **kwargs)
+
+
+def _check_list(layers):
+    """tfmot's list rules, checked for every item before any is wrapped."""
+    for i, layer in enumerate(layers):
+        if isinstance(layer, keras.Model) or not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                f"prune_low_magnitude: item {i} of the list is "
+                f"{type(layer).__name__}; a list holds Keras layers only "
+                f"(prune a model by passing it on its own)."
+            )
+        if not (isinstance(layer, (_wrapper.PruneWrapper, keras.layers.InputLayer))
+                or _wrapper.is_prunable(layer) or type(layer) in _NO_MASK_TYPES):
+            _wrapper.prunable_weights(layer)  # raises the descriptive error
+
+
+def _prune_list(layers, schedule, granularity):
+    """tfmot's list: existing wrappers passed through (the same objects),
+    InputLayers copied, every other layer wrapped (with no masks if it has
+    nothing to prune)."""
+    _check_list(layers)
+    return [
+        layer if isinstance(layer, _wrapper.PruneWrapper)
+        else _prune.prune_low_magnitude([layer], schedule, granularity=granularity)[0]
+        if isinstance(layer, keras.layers.InputLayer)
+        else _prune_layer(layer, schedule, granularity)
+        for layer in layers
+    ]
+
+
+def _prune_unbuilt_sequential(model, schedule, granularity):
+    """An unbuilt Sequential (tfmot clones it, Keras 3's `clone_model` too):
+    a new unbuilt Sequential whose prunable layers are wrapped; layers kprune
+    does not prune are copied unwrapped, as in a built model."""
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, _wrapper.PruneWrapper):
+            layers.append(layer)
+        elif isinstance(layer, keras.Model):
+            layers.append(_prune_any(layer, schedule, granularity))
+        elif _wrapper.is_prunable(layer):
+            layers.append(_prune.prune_low_magnitude(layer, schedule, granularity=granularity))
+        else:
+            layers.append(type(layer).from_config(layer.get_config()))
+    return keras.Sequential(layers, trainable=model.trainable, name=model.name)
 
 
 strip_pruning = _prune.strip_pruning
@@ -308,8 +427,10 @@ strip_pruning = _prune.strip_pruning
 def prune_scope():
     """tfmot's deserialization scope; not needed with kprune.
 
-    `import kprune` registers every kprune class, so `keras.models.load_model`
-    loads a pruned `.keras` (or `.h5`) file without it. Models saved by tfmot
+    `import kprune.tfmot` registers every class a pruned model refers to
+    (kprune's wrapper, and the schedules of this module, which the wrappers
+    keep), so `keras.models.load_model` loads a pruned `.keras` (or `.h5`)
+    file without it. Models saved by tfmot
     itself (tf_keras, Keras 2) cannot be loaded in Keras 3.
 
     Returns:
@@ -323,8 +444,8 @@ def prune_scope():
     """
     return keras.utils.custom_object_scope({
         "PruneWrapper": _wrapper.PruneWrapper,
-        "ConstantSparsity": _schedules.ConstantSparsity,
-        "PolynomialDecay": _schedules.PolynomialDecay,
+        "ConstantSparsity": ConstantSparsity,
+        "PolynomialDecay": PolynomialDecay,
     })
 
 
@@ -349,9 +470,34 @@ class UpdatePruningStep(_callbacks.PruningCallback):
 
     def __init__(self):
         super().__init__()
+        self._idle = False
+
+    def _no_wrappers(self):
+        """tfmot's callback does nothing for a model with no pruned layers."""
+        return not _prune.find_wrappers(self.model)
+
+    def on_train_begin(self, logs=None):
+        self._idle = self._no_wrappers()
+        if not self._idle:
+            super().on_train_begin(logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.pruner is None and self._no_wrappers():
+            self._idle = True  # driven by hand without on_train_begin
+        if not self._idle:
+            super().on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self._idle:
+            super().on_train_batch_end(batch, logs)
 
     def on_epoch_end(self, batch, logs=None):  # tfmot names the epoch `batch`
-        super().on_epoch_end(batch, logs)
+        if not self._idle:
+            super().on_epoch_end(batch, logs)
+
+    def on_train_end(self, logs=None):
+        if not self._idle:
+            super().on_train_end(logs)
 
 
 class PruningSummaries(_callbacks.PruningSummaries):
