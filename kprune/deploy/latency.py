@@ -18,8 +18,9 @@ each one-layer file counts once more. The dense model is therefore predicted
 exactly.
 
 A layer's latency at input fraction `a` and output fraction `b` is read as
-`t(a, 1) * t(1, b) / t(1, 1)` (cost separable in input and output width,
-like a matrix product), each curve linearly interpolated between the
+`f + c(a, 1) * c(1, b) / c(1, 1)` with `c = t - f` and `f` the latency of a
+one-weight file (the per-invoke cost): compute separable in input and output
+width, like a matrix product, each curve linearly interpolated between the
 measured fractions `levels`. A depthwise layer (one channel axis) has one
 curve.
 
@@ -327,6 +328,8 @@ class LatencyModel:
     Attributes:
         graph: the dependency graph (the groups whose widths are chosen).
         dense_ms: measured latency of the whole model.
+        fixed_ms: measured latency of a one-weight model (the per-invoke
+            cost each one-layer file includes).
         measured: number of new measurements made (the rest came from the
             cache).
 
@@ -358,6 +361,7 @@ class LatencyModel:
         self.units = self._units()
         self.sizes = {g.index: g.size for g in self.graph.groups}
         self.options = {g.index: self._options(g) for g in self.graph.prunable_groups}
+        self.fixed_ms = self._measure("null", _null_model)
         shapes = [tuple(t.shape[1:]) for t in model.inputs]
         self.dense_ms = self._measure(
             "model:" + hashlib.sha256((model.to_json() + str(shapes)).encode()).hexdigest(),
@@ -455,9 +459,11 @@ class LatencyModel:
         """Tabled latency of unit `u` at `{group: kept}`."""
         a = u.fraction(u.in_groups, kept, self.sizes)
         b = u.fraction(u.out_groups, kept, self.sizes)
-        if not u.full_ms:
-            return 0.0
-        return _interp(u.in_curve, a) * _interp(u.out_curve, b) / u.full_ms
+        f = min(self.fixed_ms, u.full_ms)
+        if u.full_ms <= f:
+            return u.full_ms
+        return f + max(0.0, _interp(u.in_curve, a) - f) * max(0.0, _interp(u.out_curve, b) - f) / (
+            u.full_ms - f)
 
     def _sum(self, kept):
         return sum(self.layer_ms(u, kept) for u in self.units)
@@ -477,8 +483,9 @@ class LatencyModel:
 
     def predict_plan(self, plan):
         """Predicted latency (ms) of a `kprune.structured.PruningPlan` of `graph`."""
-        if plan.graph is not self.graph:
-            raise ValueError("plan was made on another DependencyGraph than this latency model's.")
+        if plan.graph.model is not self.model:
+            raise ValueError("plan was made for another model than this latency model's; pass a "
+                             "plan of the same model object.")
         return self.predict(kept_counts(plan))
 
     def table(self):
@@ -495,3 +502,8 @@ def kept_counts(plan):
     """`{group index: kept channels}` of a `PruningPlan`."""
     sizes = {g.index: g.size for g in plan.graph.groups}
     return {gi: sizes[gi] - int(np.count_nonzero(r)) for gi, r in plan.removed.items()}
+
+
+def _null_model():
+    inp = keras.Input((1,), batch_size=1)
+    return keras.Model(inp, keras.layers.Dense(1, name="null")(inp), name="null")
