@@ -12,11 +12,13 @@
 See docs/deploy.md.
 """
 
-from kprune.deploy.budget import LatencyPlan, LatencyResult, allocate, check_budget, prune_for_latency
+from kprune.deploy.budget import (LatencyPlan, LatencyResult, allocate, check_budget, measure_result,
+                                  prune_for_latency)
 from kprune.deploy.latency import (LatencyCache, LatencyModel, LiteRTMeasurer, default_cache_dir,
                                    measure_model, runtime_key)
 
 __all__ = [
     "LatencyCache", "LatencyModel", "LatencyPlan", "LatencyResult", "LiteRTMeasurer", "allocate",
-    "check_budget", "default_cache_dir", "measure_model", "prune_for_latency", "runtime_key",
+    "check_budget", "default_cache_dir", "measure_model", "measure_result", "prune_for_latency",
+    "runtime_key",
 ]

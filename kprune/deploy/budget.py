@@ -30,7 +30,8 @@ from kprune.deploy.latency import LatencyModel, kept_counts
 from kprune.structured.channel_pruner import ChannelPruner
 from kprune.structured.iterative import prune_iteratively
 
-__all__ = ["LatencyPlan", "LatencyResult", "allocate", "prune_for_latency", "check_budget"]
+__all__ = ["LatencyPlan", "LatencyResult", "allocate", "prune_for_latency", "check_budget",
+           "measure_result"]
 
 
 def check_budget(budget=None, budget_ms=None):
@@ -291,7 +292,7 @@ def prune_for_latency(model, budget=None, budget_ms=None, latency_model=None, me
               f"{predicted:.3f} ms for a budget of {plan.budget_ms:.3f} ms")
     result = LatencyResult(thin, plan, predicted, None, latency_model.dense_ms, plan.budget_ms)
     if measure:
-        _measure_result(result, model, latency_model.measurer)
+        measure_result(result, model, latency_model.measurer)
         if not result.met:
             warnings.warn(f"The pruned model misses its latency budget: {result}", stacklevel=2)
     if verbose:
@@ -299,7 +300,13 @@ def prune_for_latency(model, budget=None, budget_ms=None, latency_model=None, me
     return result
 
 
-def _measure_result(result, dense_model, measurer):
+def measure_result(result, dense_model, measurer):
+    """Converts the dense and the thin model and measures both into `result`.
+
+    With a measurer that has a `compare(a, b)` method (`LiteRTMeasurer`) the
+    two files are timed interleaved in one run; otherwise one after the
+    other. A fraction budget is re-based on the dense latency measured here.
+    """
     import tflite_export  # noqa: PLC0415 - TensorFlow and LiteRT: optional, heavy
 
     dense = tflite_export.convert(dense_model, sparsity="dense")
