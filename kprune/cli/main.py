@@ -19,21 +19,18 @@ __all__ = ["main"]
 def _demo(args):
     from kprune.cli.demo import run_demo
 
-    if not 0.0 <= args.sparsity < 1.0:
+    if args.sparsity is not None and not 0.0 <= args.sparsity < 1.0:
         print(f"kprune demo: --sparsity must be in [0, 1), got {args.sparsity}", file=sys.stderr)
         return 2
     if args.quick:
         args.epochs, args.prune_epochs = 1, 1
-    run_demo(
-        sparsity=args.sparsity,
-        epochs=args.epochs,
-        prune_epochs=args.prune_epochs,
-        online=args.online,
-        seed=args.seed,
-        export=not args.no_export,
-        export_dir=args.export_dir,
-        runs=args.runs,
-    )
+    try:
+        run_demo(sparsity=args.sparsity, epochs=args.epochs, prune_epochs=args.prune_epochs,
+                 online=args.online, seed=args.seed, export=not args.no_export,
+                 export_dir=args.export_dir, runs=args.runs, unstructured=args.unstructured)
+    except ValueError as e:  # e.g. an unwritable --export-dir, checked before training
+        print(f"kprune demo: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -75,7 +72,8 @@ def _parser():
     demo = sub.add_parser(
         "demo", help="train, prune during fit, strip, export dense and sparse .tflite, compare "
         "(offline MNIST)")
-    demo.add_argument("--sparsity", type=float, default=0.8, help="target sparsity (default 0.8)")
+    demo.add_argument("--sparsity", type=float, default=None,
+                      help="target sparsity (default 0.5 of fc1's 4x1 blocks; 0.8 with --unstructured)")
     demo.add_argument("--epochs", type=int, default=4, help="dense training epochs (default 4)")
     demo.add_argument("--prune-epochs", type=int, default=None,
                       help="pruning epochs (default: the demo recipe's, 12)")
@@ -84,8 +82,11 @@ def _parser():
     demo.add_argument("--quick", action="store_true", help="one epoch of each (for tests)")
     demo.add_argument("--no-export", action="store_true",
                       help="skip the .tflite export, verification and latency")
-    demo.add_argument("--export-dir", default=None,
-                      help="folder for the demo's .tflite files (default: a temporary folder)")
+    demo.add_argument("--export-dir", default="kprune-demo",
+                      help="folder for dense.keras, pruned.keras and the .tflite files (default "
+                      "./kprune-demo; only those file names are overwritten)")
+    demo.add_argument("--unstructured", action="store_true",
+                      help="the unstructured recipe: a smaller file at dense speed")
     demo.add_argument("--runs", type=int, default=50,
                       help="timed runs per repetition for the latency comparison")
     demo.add_argument("--verbose", action="store_true", help="show TensorFlow's logs")
