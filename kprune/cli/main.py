@@ -63,6 +63,10 @@ def _report(args):
         print(report)
         if args.plot:
             print(f"plot: {args.plot}")
+    if args.target:  # kprune.deploy: what runs sparse on the target, measured per layer
+        from kprune.deploy.patterns import target_report
+
+        print("\n" + target_report(args.model, args.target))
     return 0
 
 
@@ -95,6 +99,9 @@ def _parser():
         "report", help="per-layer weights, zeros, sparsity pattern, FLOPs of a .keras or "
         ".tflite file")
     report.add_argument("model", help=".keras, .h5 or .tflite file")
+    report.add_argument("--target", choices=["litert-xnnpack"], default=None,
+                        help="also measure per layer what runs sparse on this runtime (slow: converts "
+                        "and times each Dense layer)")
     report.add_argument("--json", action="store_true",
                         help="print JSON (schema: kprune.cli.file_report.REPORT_SCHEMA)")
     report.add_argument("--plot", metavar="FILE.png",
