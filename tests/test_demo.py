@@ -52,8 +52,8 @@ def test_bad_recipe_field_names_the_parameter(field, value, message):
 
 @pytest.mark.tensorflow
 def test_quick_demo_writes_its_files_and_prints_speed_and_next_commands(tmp_path, monkeypatch, capsys):
-    from kprune.cli.main import main
     from kprune.cli.file_report import model_report
+    from kprune.cli.main import main
 
     monkeypatch.setenv("KPRUNE_CACHE_DIR", str(tmp_path / "cache"))
     folder = tmp_path / "demo out"

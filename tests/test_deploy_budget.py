@@ -9,11 +9,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-from kprune.deploy import LatencyModel, allocate, measure_result, prune_for_latency  # noqa: E402
+from kprune.deploy import LatencyModel, allocate, measure_result, prune_for_latency
 
 pytestmark = pytest.mark.tensorflow
 

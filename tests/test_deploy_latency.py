@@ -11,12 +11,18 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import json  # noqa: E402
+import json
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import pytest
 
-from kprune.deploy import LatencyCache, LatencyModel, LiteRTMeasurer, measure_model, runtime_key  # noqa: E402
+from kprune.deploy import (
+    LatencyCache,
+    LatencyModel,
+    LiteRTMeasurer,
+    measure_model,
+    runtime_key,
+)
 
 pytestmark = pytest.mark.tensorflow
 

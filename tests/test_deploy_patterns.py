@@ -9,10 +9,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import pytest
 
-from kprune.deploy import choose_patterns, target_report  # noqa: E402
+from kprune.deploy import choose_patterns, target_report
 
 pytestmark = pytest.mark.tensorflow
 
@@ -72,9 +72,8 @@ def test_bad_arguments():
 
 
 def test_report_lines_for_keras_and_tflite_files(tmp_path):
-    import tflite_export
-
     import kprune
+    import tflite_export
 
     model = mlp()
     pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.9, 0),

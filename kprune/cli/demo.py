@@ -42,8 +42,15 @@ from kprune.core import callbacks, masking, schedules
 from kprune.core import wrapping as prune
 from kprune.reports import sparsity as report
 
-__all__ = ["DEMO_RECIPE", "PruningRecipe", "SHORT_RECIPE", "build_cnn", "export_demo",
-           "gzipped_weight_bytes", "run_demo"]
+__all__ = [
+    "DEMO_RECIPE",
+    "SHORT_RECIPE",
+    "PruningRecipe",
+    "build_cnn",
+    "export_demo",
+    "gzipped_weight_bytes",
+    "run_demo",
+]
 
 
 def build_cnn(input_shape=(28, 28, 1), classes=10):
@@ -374,9 +381,8 @@ def export_demo(model, samples, export_dir=None, runs=50, repeats=5, dense_model
     Example:
     >>> export_demo(kprune.strip_pruning(pruned), x_test[:32], "out/")
     """
-    import tflite_export  # noqa: PLC0415 - TensorFlow's converter and LiteRT: heavy
-
-    from kprune.utils.table import format_table  # noqa: PLC0415
+    import tflite_export
+    from kprune.utils.table import format_table
 
     second = "sparse" if dense_model is None else "pruned"
     print(f"\n[export] dense and {second} .tflite files, verified against Keras, timed with LiteRT")

@@ -15,15 +15,44 @@
 See docs/deploy.md.
 """
 
-from kprune.deploy.budget import (LatencyPlan, LatencyResult, allocate, check_budget, measure_result,
-                                  prune_for_latency)
-from kprune.deploy.latency import (LatencyCache, LatencyModel, LiteRTMeasurer, default_cache_dir,
-                                   measure_model, runtime_key)
-from kprune.deploy.patterns import LayerPattern, PatternReport, choose_patterns, target_report
+from kprune.deploy.budget import (
+                                  LatencyPlan,
+                                  LatencyResult,
+                                  allocate,
+                                  check_budget,
+                                  measure_result,
+                                  prune_for_latency,
+)
+from kprune.deploy.latency import (
+                                  LatencyCache,
+                                  LatencyModel,
+                                  LiteRTMeasurer,
+                                  default_cache_dir,
+                                  measure_model,
+                                  runtime_key,
+)
+from kprune.deploy.patterns import (
+                                  LayerPattern,
+                                  PatternReport,
+                                  choose_patterns,
+                                  target_report,
+)
 
 __all__ = [
-    "LayerPattern", "PatternReport", "choose_patterns", "target_report",
-    "LatencyCache", "LatencyModel", "LatencyPlan", "LatencyResult", "LiteRTMeasurer", "allocate",
-    "check_budget", "default_cache_dir", "measure_model", "measure_result", "prune_for_latency",
-    "runtime_key",
+                                  "LatencyCache",
+                                  "LatencyModel",
+                                  "LatencyPlan",
+                                  "LatencyResult",
+                                  "LayerPattern",
+                                  "LiteRTMeasurer",
+                                  "PatternReport",
+                                  "allocate",
+                                  "check_budget",
+                                  "choose_patterns",
+                                  "default_cache_dir",
+                                  "measure_model",
+                                  "measure_result",
+                                  "prune_for_latency",
+                                  "runtime_key",
+                                  "target_report",
 ]

@@ -30,8 +30,14 @@ from kprune.deploy.latency import LatencyModel, kept_counts
 from kprune.structured.channel_pruner import ChannelPruner
 from kprune.structured.iterative import prune_iteratively
 
-__all__ = ["LatencyPlan", "LatencyResult", "allocate", "prune_for_latency", "check_budget",
-           "measure_result"]
+__all__ = [
+    "LatencyPlan",
+    "LatencyResult",
+    "allocate",
+    "check_budget",
+    "measure_result",
+    "prune_for_latency",
+]
 
 
 def check_budget(budget=None, budget_ms=None):
@@ -307,7 +313,7 @@ def measure_result(result, dense_model, measurer):
     two files are timed interleaved in one run; otherwise one after the
     other. A fraction budget is re-based on the dense latency measured here.
     """
-    import tflite_export  # noqa: PLC0415 - TensorFlow and LiteRT: optional, heavy
+    import tflite_export
 
     dense = tflite_export.convert(dense_model, sparsity="dense")
     thin = tflite_export.convert(result.model, sparsity="dense")

@@ -48,8 +48,14 @@ import numpy as np
 from kprune.core import checks
 from kprune.structured.graph import DependencyGraph, check_graph_model
 
-__all__ = ["LatencyModel", "LiteRTMeasurer", "LatencyCache", "runtime_key", "default_cache_dir",
-           "measure_model"]
+__all__ = [
+    "LatencyCache",
+    "LatencyModel",
+    "LiteRTMeasurer",
+    "default_cache_dir",
+    "measure_model",
+    "runtime_key",
+]
 
 #: Fractions of a group's channels that are candidate widths (each rounded
 #: up to a multiple of `round_to`), and at which layers are measured.
@@ -137,7 +143,7 @@ class LiteRTMeasurer:
 
     def __call__(self, tflite):
         """Median latency of `tflite` (bytes or path) in milliseconds."""
-        import tflite_export  # noqa: PLC0415 - LiteRT and TensorFlow: optional, heavy
+        import tflite_export
 
         return tflite_export.benchmark(
             tflite, batch=self.batch, threads=self.threads, xnnpack=self.xnnpack, runs=self.runs,
@@ -145,7 +151,7 @@ class LiteRTMeasurer:
 
     def compare(self, a, b, repeats=7):
         """`tflite_export.compare(a, b)` with this measurer's settings."""
-        import tflite_export  # noqa: PLC0415
+        import tflite_export
 
         return tflite_export.compare(
             a, b, labels=("dense", "pruned"), batch=self.batch, threads=self.threads,
@@ -219,7 +225,7 @@ class LatencyCache:
 
 def measure_model(model, measurer):
     """Converts `model` (float32, dense weights) and returns `measurer`'s milliseconds."""
-    import tflite_export  # noqa: PLC0415
+    import tflite_export
 
     return float(measurer(tflite_export.convert(model, sparsity="dense")))
 

@@ -115,7 +115,7 @@ class PatternReport:
 
 
 def _runs(tflite):
-    import tflite_export  # noqa: PLC0415 - TensorFlow and LiteRT: heavy, optional
+    import tflite_export
 
     rep = tflite_export.inspect(tflite)
     if rep.sparse_kernel_ops:
@@ -165,7 +165,7 @@ def choose_patterns(model, sparsity=0.9, measurer=None, cache_dir=None, min_gain
     >>> report = kprune.deploy.choose_patterns(model, sparsity=0.9)
     >>> print(report)
     """
-    import tflite_export  # noqa: PLC0415 - TensorFlow and LiteRT: heavy, optional
+    import tflite_export
 
     if not isinstance(model, keras.Model) or not model.built:
         raise TypeError(f"model must be a built keras.Model, got {checks.describe(model)}.")
@@ -240,7 +240,7 @@ def target_report(path, target="litert-xnnpack", sparsity=0.9, measurer=None, ca
     Example:
     >>> print(target_report("kprune-demo/pruned.keras"))
     """
-    import tflite_export  # noqa: PLC0415 - TensorFlow and LiteRT: heavy, optional
+    import tflite_export
 
     checks.check_choice("target", target, TARGETS)
     measurer = measurer or LiteRTMeasurer()
