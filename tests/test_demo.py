@@ -81,6 +81,7 @@ def test_quick_demo_writes_its_files_and_prints_speed_and_next_commands(tmp_path
     assert "fc1" in str(model_report(str(folder / "pruned.keras")))
 
 
+@pytest.mark.tensorflow
 def test_demo_refuses_an_unwritable_folder_before_training(tmp_path, capsys):
     from kprune.cli.main import main
 
