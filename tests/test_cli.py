@@ -8,7 +8,7 @@ from kprune.cli.main import main
 
 
 def test_demo_quick_runs_end_to_end(capsys, tmp_path):
-    assert main(["demo", "--quick", "--sparsity", "0.8", "--runs", "3",
+    assert main(["demo", "--quick", "--unstructured", "--sparsity", "0.8", "--runs", "3",
                  "--export-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[4/4] results" in out
