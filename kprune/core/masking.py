@@ -36,7 +36,6 @@ import collections.abc
 import dataclasses
 import functools
 import inspect
-import math
 
 import numpy as np
 
@@ -144,7 +143,11 @@ def select_top_k_many(arrays, k, hint=None):
         A list of bool arrays, one per input, with `min(max(k, 0), total)`
         True entries in all.
     """
-    arrays = [_clean(a) for a in arrays]
+    return _select_many([_clean(a) for a in arrays], k, hint)
+
+
+def _select_many(arrays, k, hint=None):
+    """`select_top_k_many` of arrays already cleaned (`_clean`: float, no NaN)."""
     flats = [a.reshape(-1) for a in arrays]
     n = sum(f.size for f in flats)
     k = int(k)
@@ -867,7 +870,7 @@ def _hint_kwargs(granularity, memo, key):
     return {"hint": memo.hint(key)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _takes_hint(cls):
     return "hint" in inspect.signature(cls.layer_mask).parameters
 
@@ -891,7 +894,11 @@ def _global_masks(scores, sparsity, gran, layouts, normalize, min_keep, hint=Non
         # selection below: each tensor's best `min_keep` items are then among
         # the global top `budget` (the tie rule orders them the same way).
         keys = list(pooled)
-        chosen = select_top_k_many([pooled[k] for k in keys], budget, hint)
+        if normalize is None and all(type(gran[k]) is Unstructured for k in keys):
+            # Unstructured.group_scores cleaned them: no second NaN pass.
+            chosen = _select_many([pooled[k] for k in keys], budget, hint)
+        else:
+            chosen = select_top_k_many([pooled[k] for k in keys], budget, hint)
         if all(int(np.count_nonzero(c)) >= min(min_keep, c.size) for c in chosen):
             return {
                 k: gran[k].expand(c, np.shape(scores[k]), layouts.get(k, DENSE_LAYOUT))
