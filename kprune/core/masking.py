@@ -28,6 +28,11 @@ Selection rule (documented, deterministic, exact):
 The threshold is found by selection, never by a full sort: on large inputs
 a sample brackets the k-th largest score, and only the scores inside the
 bracket are partitioned (introselect, O(n)); see `select_top_k_many`.
+During training, a `SelectionMemo` (kept with the model's `MaskAssigner`)
+lets each update start at the last threshold: the scores above a narrow band
+around it are counted, only the band is partitioned (incremental selection).
+Every bracket is verified by counting, so hints change the time, never the
+masks (docs/performance.md).
 """
 
 from __future__ import annotations
