@@ -60,6 +60,18 @@ def test_repeated_updates_trace_the_assign_once(caplog):
     assert assigner is model_assigner(kprune.Pruner(pruned).wrappers)  # one per model
     assert assigner.tracing_count == (1 if backend.compiles_assign else 0)
     assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+    if backend.name == "tensorflow":
+        # The log does show the warning when a function is retraced often
+        # (what the old per-call assign functions did): the check can fail.
+        import tensorflow as tf  # noqa: PLC0415  (TensorFlow leg only)
+
+        def identity(x):
+            return x
+
+        with caplog.at_level(logging.WARNING):
+            for i in range(8):
+                tf.function(identity)(tf.constant(i))
+        assert [r for r in caplog.records if "retracing" in r.getMessage()]
 
 
 def test_one_wrapper_due_of_several_keeps_the_others_and_the_single_trace():
