@@ -606,3 +606,95 @@ def test_granularity_strings_are_documented():
     doc = (pathlib.Path(__file__).parent.parent / "docs" / "granularity.md").read_text()
     for name in ('"block"', '"nm"', '"channel"', "Block((4, 1))", "NM(2, 4)", 'Channel("l2")'):
         assert name in doc
+
+
+# --------------------------------------------------------------------------
+# Incremental selection: a hint (the last threshold) changes time, not masks
+# --------------------------------------------------------------------------
+
+
+@PROPS
+@given(
+    st.lists(score_arrays(max_rank=2, max_side=40), min_size=1, max_size=3),
+    st.lists(st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 0.2)), min_size=1, max_size=6),
+    st.integers(0, 2**32 - 1),
+)
+def test_hinted_selection_equals_a_fresh_one(arrays, steps, seed):
+    # A training loop: the scores drift a little between updates and the
+    # kept fraction changes; each hinted selection (the hint carries the last
+    # threshold and how far it moved) equals a selection from scratch, with
+    # the tie rule, over ties, zeros (pruned weights) and NaN.
+    rng = np.random.default_rng(seed)
+    hint = masking.ThresholdHint()
+    arrays = [a.copy() for a in arrays]
+    total = sum(a.size for a in arrays)
+    for keep_fraction, drift in steps:
+        for a in arrays:
+            a += drift * rng.standard_normal(a.shape).astype(a.dtype) * (rng.random(a.shape) < 0.5)
+            a[rng.random(a.shape) < 0.3] = 0.0
+        if arrays[0].size > 3:
+            arrays[0].reshape(-1)[3] = np.nan
+        k = int(round(keep_fraction * total))
+        got = masking.select_top_k_many(arrays, k, hint)
+        want = np.split(reference_top_k(np.concatenate([a.reshape(-1) for a in arrays]), k),
+                        np.cumsum([a.size for a in arrays])[:-1])
+        for g, w, a in zip(got, want, arrays):
+            np.testing.assert_array_equal(g, w.reshape(a.shape))
+
+
+def test_hinted_selection_on_large_tensors_and_a_wrong_hint():
+    # Above the direct-selection size, with a hint that is far off (it is
+    # widened, then abandoned for the sampled bracket), and one that is exact.
+    rng = np.random.default_rng(3)
+    n = 4 * masking._DIRECT_SELECTION + 777
+    x = np.abs(rng.standard_normal(n)).astype(np.float32)
+    x[rng.random(n) < 0.7] = 0.0
+    for value, width in ((1e6, 0.0), (-5.0, 1e-9), (0.3, 1e-4), (0.0, 0.0)):
+        for k in (1, n // 10, int(np.count_nonzero(x)), int(np.count_nonzero(x)) + 5, n - 1):
+            hint = masking.ThresholdHint()
+            hint.value, hint.width = value, width
+            np.testing.assert_array_equal(masking.select_top_k(x, k, hint), reference_top_k(x, k))
+            assert hint.value == float(np.sort(x)[::-1][k - 1])
+
+
+@PROPS
+@given(
+    st.integers(2, 9),
+    st.integers(1, 40),
+    st.integers(0, 8),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_nm_pairwise_rank_matches_the_stable_sort(m, rows, k, ties, seed):
+    # Short groups are ranked by pairwise comparison, not sorted: the same
+    # keep set as a stable argsort, ties to the earlier index.
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 3, (rows, m)) if ties else rng.random((rows, m))
+    values = values.astype(np.float64)
+    values[rng.random(values.shape) < 0.1] = -np.inf  # NaN, cleaned
+    k = min(k, m)
+    got = masking._keep_top_along_last(values, k)
+    for g, v in zip(got, values):
+        np.testing.assert_array_equal(g, reference_top_k(v, k))
+
+
+@pytest.mark.parametrize("gran", [Unstructured(), Block((2, 2)), NM(2, 4), Channel("l1")],
+                         ids=repr)
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_compute_masks_with_a_memo_equals_without(gran, scope):
+    # The memo kept between a training loop's updates: same masks, every
+    # granularity, both scopes, as the weights drift and the sparsity grows.
+    rng = np.random.default_rng(0)
+    scores = {"a": rng.random((16, 8)), "b": rng.random((3, 3, 8, 12))}
+    layouts = {"a": masking.DENSE_LAYOUT, "b": CONV}
+    memo = masking.SelectionMemo()
+    for s in (0.3, 0.35, 0.35, 0.5, 0.62, 0.62, 0.8):
+        if scope == "global" and not gran.supports_global:
+            break
+        for v in scores.values():
+            v += 0.01 * rng.standard_normal(v.shape)
+        kwargs = {"granularity": gran, "layouts": layouts, "scope": scope}
+        got = masking.compute_masks(scores, s, memo=memo, **kwargs)
+        want = masking.compute_masks(scores, s, **kwargs)
+        for key in scores:
+            np.testing.assert_array_equal(got[key], want[key])

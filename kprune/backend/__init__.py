@@ -7,7 +7,10 @@ per backend lives in one small module each (`tensorflow.py`, `jax.py`,
 
 * `compile_assign(fn)`: a function that assigns many variables at once
   (mask updates), compiled where that is faster (`tf.function` on
-  TensorFlow) and plain elsewhere.
+  TensorFlow) and plain elsewhere; `compiles_assign` says which.
+* `read_numpy(variable)`: the variable's value as a numpy array, without a
+  copy where the backend allows (CPU tensors share their buffer). Read
+  only: never write into it.
 * `grad_fn(fn, variables)`: for a scalar `fn(*args)` computed from the
   variables' values, returns `run(*args) -> (value, [d value / d variable])`
   as numpy arrays (traced once with `tf.function` on TensorFlow). Used by
@@ -42,6 +45,8 @@ import keras
 __all__ = [
     "name",
     "compile_assign",
+    "compiles_assign",
+    "read_numpy",
     "grad_fn",
     "hvp_fn",
     "float64_scope",
@@ -60,6 +65,8 @@ if name not in ("tensorflow", "jax", "torch"):
 _impl = importlib.import_module(f"kprune.backend.{name}")
 
 compile_assign = _impl.compile_assign
+compiles_assign = _impl.COMPILES_ASSIGN
+read_numpy = _impl.read_numpy
 grad_fn = _impl.grad_fn
 hvp_fn = _impl.hvp_fn
 float64_scope = _impl.float64_scope

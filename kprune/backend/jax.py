@@ -35,6 +35,15 @@ def compile_assign(fn):
     return fn
 
 
+#: `compile_assign` returns the function unchanged (eager assigns).
+COMPILES_ASSIGN = False
+
+
+def read_numpy(variable):
+    """The variable's value as numpy (a read-only view of a CPU array)."""
+    return np.asarray(variable.value)
+
+
 def _pure(fn, variables):
     def pure(values, *args):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):

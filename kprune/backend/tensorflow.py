@@ -13,6 +13,19 @@ def compile_assign(fn):
     return tf.function(fn, reduce_retracing=True)
 
 
+#: `compile_assign` traces a `tf.function`.
+COMPILES_ASSIGN = True
+
+
+def read_numpy(variable):
+    """The variable's value as numpy; on CPU it shares the read tensor's
+    buffer (TensorFlow copies on the next write, so it stays valid)."""
+    value = variable.value
+    if isinstance(value, tf.Tensor):
+        return value.numpy()
+    return np.asarray(value)
+
+
 def _numpy(grads, variables):
     out = []
     for g, v in zip(grads, variables):

@@ -14,6 +14,19 @@ def compile_assign(fn):
     return fn
 
 
+#: `compile_assign` returns the function unchanged (eager assigns).
+COMPILES_ASSIGN = False
+
+
+def read_numpy(variable):
+    """The variable's value as numpy, sharing a CPU tensor's memory (read
+    it before the next assign)."""
+    value = variable.value.detach().cpu()
+    if value.dtype == torch.bfloat16:  # numpy has no bfloat16
+        value = value.float()
+    return value.numpy()
+
+
 def _numpy(grads, variables):
     out = []
     for g, v in zip(grads, variables):

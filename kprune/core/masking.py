@@ -28,13 +28,19 @@ Selection rule (documented, deterministic, exact):
 The threshold is found by selection, never by a full sort: on large inputs
 a sample brackets the k-th largest score, and only the scores inside the
 bracket are partitioned (introselect, O(n)); see `select_top_k_many`.
+During training, a `SelectionMemo` (kept with the model's `MaskAssigner`)
+lets each update start at the last threshold: the scores above a narrow band
+around it are counted, only the band is partitioned (incremental selection).
+Every bracket is verified by counting, so hints change the time, never the
+masks (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import math
+import functools
+import inspect
 
 import numpy as np
 
@@ -50,6 +56,8 @@ __all__ = [
     "kept_count",
     "select_top_k",
     "select_top_k_many",
+    "ThresholdHint",
+    "SelectionMemo",
     "compute_mask",
     "compute_masks",
     "get_granularity",
@@ -87,17 +95,19 @@ def _clean(scores):
     scores = np.asarray(scores)
     if scores.dtype.kind != "f":
         scores = scores.astype(np.float64)
-    if np.isnan(scores).any():
+    # `max` propagates NaN: one read-only pass finds whether there is any.
+    if scores.size and np.isnan(scores.max()):
         scores = np.where(np.isnan(scores), -np.inf, scores)
     return scores
 
 
-def select_top_k(scores, k):
+def select_top_k(scores, k, hint=None):
     """Boolean mask of the `k` highest scores, with the documented tie rule.
 
     Args:
         scores: array of any shape; it is treated in C (row-major) order.
         k: number of items to keep.
+        hint: an optional `ThresholdHint` (see `select_top_k_many`).
 
     Returns:
         A bool array of the same shape with exactly `min(max(k, 0), size)`
@@ -107,7 +117,7 @@ def select_top_k(scores, k):
     >>> select_top_k(np.array([3.0, 1.0, 3.0, 2.0]), 2)
     array([ True, False,  True, False])
     """
-    return select_top_k_many([scores], k)[0]
+    return select_top_k_many([scores], k, hint)[0]
 
 
 #: Arrays with more entries than this find their threshold from a sample
@@ -115,7 +125,7 @@ def select_top_k(scores, k):
 _DIRECT_SELECTION = 1 << 17
 
 
-def select_top_k_many(arrays, k):
+def select_top_k_many(arrays, k, hint=None):
     """`select_top_k` over several arrays at once, as if concatenated.
 
     The arrays are taken in order, each in C order, so the tie rule is that
@@ -126,12 +136,23 @@ def select_top_k_many(arrays, k):
     Args:
         arrays: a list of score arrays (any shapes).
         k: total number of items to keep.
+        hint: an optional `ThresholdHint` holding the threshold of the
+            previous selection over the same tensors (a training loop's last
+            mask update). The search then starts in a narrow band around it:
+            count the scores above the band, partition only the scores inside
+            it (incremental selection). The hint changes the time, never the
+            result: a band that does not hold the k-th score is widened, then
+            abandoned for the sample-based search. The hint is updated.
 
     Returns:
         A list of bool arrays, one per input, with `min(max(k, 0), total)`
         True entries in all.
     """
-    arrays = [_clean(a) for a in arrays]
+    return _select_many([_clean(a) for a in arrays], k, hint)
+
+
+def _select_many(arrays, k, hint=None):
+    """`select_top_k_many` of arrays already cleaned (`_clean`: float, no NaN)."""
     flats = [a.reshape(-1) for a in arrays]
     n = sum(f.size for f in flats)
     k = int(k)
@@ -139,34 +160,96 @@ def select_top_k_many(arrays, k):
         return [np.ones(a.shape, dtype=bool) for a in arrays]
     if k <= 0:
         return [np.zeros(a.shape, dtype=bool) for a in arrays]
-    threshold = _kth_largest(flats, k, n)
-    keeps = [f > threshold for f in flats]
-    missing = k - sum(int(np.count_nonzero(m)) for m in keeps)
-    for f, keep in zip(flats, keeps):
-        if missing <= 0:
+    threshold = _kth_largest(flats, k, n, hint)
+    # Everything at or above the threshold, then the ties beyond the k-th
+    # are dropped from the end (C order): for distinct scores there are none,
+    # and this is one pass.
+    keeps = [f >= threshold for f in flats]
+    excess = sum(int(np.count_nonzero(m)) for m in keeps) - k
+    for f, keep in zip(reversed(flats), reversed(keeps)):
+        if excess <= 0:
             break
-        missing -= _keep_first_equal(f, threshold, missing, keep)
+        excess -= _drop_last_equal(f, threshold, excess, keep)
     return [keep.reshape(a.shape) for keep, a in zip(keeps, arrays)]
 
 
-def _keep_first_equal(flat, value, count, keep, chunk=1 << 20):
-    """Sets `keep` at the first `count` entries of `flat` equal to `value`
-    (C order), scanning in chunks so that a large tie (the zeros of pruned
-    weights) is never materialised as an index array. Returns how many."""
-    taken = 0
-    for start in range(0, flat.size, chunk):
-        ties = np.flatnonzero(flat[start:start + chunk] == value)[: count - taken]
-        keep[start + ties] = True
-        taken += ties.size
-        if taken >= count:
+def _drop_last_equal(flat, value, count, keep, chunk=1 << 20):
+    """Clears `keep` at the last `count` entries of `flat` equal to `value`
+    (C order), scanning backwards in chunks so that a large tie (the zeros of
+    pruned weights) is never materialised as an index array. Returns how
+    many."""
+    dropped = 0
+    for stop in range(flat.size, 0, -chunk):
+        start = max(0, stop - chunk)
+        ties = np.flatnonzero(flat[start:stop] == value)
+        ties = ties[max(0, ties.size - (count - dropped)):]
+        keep[start + ties] = False
+        dropped += ties.size
+        if dropped >= count:
             break
-    return taken
+    return dropped
 
 
-def _kth_largest(flats, k, n):
+class ThresholdHint:
+    """The threshold of the previous selection over the same tensors, and
+    how far it moved: where an incremental selection looks first.
+
+    A training loop's masks change little between two updates (a few
+    optimizer steps), so neither does the k-th largest score. A hint makes
+    `select_top_k_many` count the scores above a narrow band around the last
+    threshold and partition only the band, instead of searching the whole
+    range. Results never depend on it (see `select_top_k_many`).
+
+    Attributes:
+        value: the last threshold (None before the first selection).
+        width: half the width of the first band tried next time.
+    """
+
+    __slots__ = ("value", "width")
+
+    def __init__(self):
+        self.value = None
+        self.width = 0.0
+
+    def update(self, value):
+        value = float(value)
+        if self.value is not None and np.isfinite(value) and np.isfinite(self.value):
+            # Twice the last move: the next move is usually no larger.
+            self.width = 2.0 * abs(value - self.value)
+        self.value = value
+
+
+class SelectionMemo:
+    """`ThresholdHint`s by key: what a `Pruner` keeps between mask updates
+    (one per tensor in layer scope, one for the global threshold).
+
+    Example:
+    >>> memo = SelectionMemo()
+    >>> masks = compute_masks(scores, 0.8, memo=memo)  # later calls start near
+    """
+
+    def __init__(self):
+        self._hints = {}
+
+    def hint(self, key):
+        """The hint for `key` (created empty on first use)."""
+        hint = self._hints.get(key)
+        if hint is None:
+            hint = self._hints[key] = ThresholdHint()
+        return hint
+
+
+#: Bands grow this much per retry around a hint; after `_HINT_TRIES` bands
+#: the search falls back to the sample-based bracket.
+_HINT_GROWTH = 16.0
+_HINT_TRIES = 3
+
+
+def _kth_largest(flats, k, n, hint=None):
     """The k-th largest value (with multiplicity) of the 1-D arrays `flats`.
 
-    Exact, in O(n) and without a sort. Small inputs are partitioned
+    Exact, in O(n) and without a sort. With a `hint`, bands around the last
+    threshold are tried first (`_kth_near`). Small inputs are partitioned
     directly (introselect). Large ones bracket the value first from a
     strided sample of about `_DIRECT_SELECTION` entries (its quantiles, with
     a margin of several binomial standard deviations), count the entries
@@ -179,10 +262,19 @@ def _kth_largest(flats, k, n):
     heavy duplicates (numpy 2: ~15x slower on 25M floats with 80% zeros),
     so they are never handed to it.
     """
-    if n > 4 * _DIRECT_SELECTION:
+    value = None
+    if hint is not None and hint.value is not None and np.isfinite(hint.value):
+        value = _kth_near(flats, k, hint)
+    if value is None and n > 4 * _DIRECT_SELECTION:
         value = _kth_largest_bracketed(flats, k, n)
-        if value is not None:
-            return value
+    if value is None:
+        value = _kth_largest_direct(flats, k)
+    if hint is not None:
+        hint.update(value)
+    return value
+
+
+def _kth_largest_direct(flats, k):
     low = min(f.min() for f in flats if f.size)
     above = [f[f > low] for f in flats]
     n_above = sum(a.size for a in above)
@@ -191,6 +283,27 @@ def _kth_largest(flats, k, n):
     candidates = np.concatenate(above) if len(above) > 1 else above[0]
     candidates.partition(n_above - k)
     return candidates[n_above - k]
+
+
+def _kth_near(flats, k, hint):
+    """The k-th largest value from bands around `hint.value`, or None."""
+    center = hint.value
+    if hint.width == 0.0:
+        # It did not move last time (often a tie, e.g. the zeros): the
+        # value itself, checked by counting.
+        value = _kth_in_bracket(flats, k, center, center)
+        if value is not None:
+            return value
+    low = min(f.min() for f in flats if f.size)
+    width = max(hint.width, 1e-3 * abs(center), np.finfo(np.float32).tiny)
+    for _ in range(_HINT_TRIES):
+        # Never below the minimum: a tie there (the zeros of pruned weights)
+        # is counted, not partitioned.
+        value = _kth_in_bracket(flats, k, max(center - width, low), center + width)
+        if value is not None:
+            return value
+        width *= _HINT_GROWTH
+    return None
 
 
 def _kth_largest_bracketed(flats, k, n):
@@ -202,13 +315,47 @@ def _kth_largest_bracketed(flats, k, n):
     top = int(min(m - 1, max(0, np.floor(rank - margin))))
     bottom = int(min(m - 1, max(0, np.ceil(rank + margin))))
     sample.partition([m - 1 - bottom, m - 1 - top])
-    lo, hi = sample[m - 1 - bottom], sample[m - 1 - top]
-    above_hi = sum(int(np.count_nonzero(f > hi)) for f in flats)
+    return _kth_in_bracket(flats, k, sample[m - 1 - bottom], sample[m - 1 - top])
+
+
+#: Entries per chunk of the bracket scan: its temporaries stay in cache.
+_SCAN_CHUNK = 1 << 18
+
+
+def _scan_bracket(flats, lo, hi):
+    """One chunked pass: the number of entries above `hi`, and the entries
+    in `(lo, hi]`."""
+    above, band = 0, []
+    for f in flats:
+        for start in range(0, f.size, _SCAN_CHUNK):
+            c = f[start:start + _SCAN_CHUNK]
+            gt_lo = c > lo
+            n_gt_lo = int(np.count_nonzero(gt_lo))
+            if not n_gt_lo:
+                continue
+            inside = gt_lo & (c <= hi)
+            values = c[inside]
+            above += n_gt_lo - values.size
+            if values.size:
+                band.append(values)
+    return above, band
+
+
+def _kth_in_bracket(flats, k, lo, hi):
+    """The k-th largest value if it lies in `[lo, hi]`, else None.
+
+    Counts the entries above `hi` and partitions only those in `(lo, hi]`;
+    entries equal to `lo` are counted, not partitioned (`lo` is often the
+    zero of pruned weights, most of the tensor).
+    """
+    if lo == hi:
+        # Is it the value itself? Two counts, nothing to partition.
+        above = sum(int(np.count_nonzero(f > hi)) for f in flats)
+        at = sum(int(np.count_nonzero(f == hi)) for f in flats) if above < k else 0
+        return hi if above < k <= above + at else None
+    above_hi, band = _scan_bracket(flats, lo, hi)
     if above_hi >= k:
         return None
-    # Entries in (lo, hi]: equal-to-lo entries are counted, not partitioned
-    # (lo is often the zero of pruned weights, most of the tensor).
-    band = [f[(f > lo) & (f <= hi)] for f in flats]
     inside = sum(b.size for b in band)
     if above_hi + inside < k:
         at_lo = sum(int(np.count_nonzero(f == lo)) for f in flats)
@@ -248,10 +395,13 @@ class Granularity:
         """Turns a bool array per group into a bool mask of `shape`."""
         raise NotImplementedError
 
-    def layer_mask(self, scores, sparsity, layout=DENSE_LAYOUT):
-        """Mask for one tensor with its own threshold (layer scope)."""
+    def layer_mask(self, scores, sparsity, layout=DENSE_LAYOUT, hint=None):
+        """Mask for one tensor with its own threshold (layer scope).
+
+        `hint`: an optional `ThresholdHint` for the selection of groups (it
+        changes the time, never the result)."""
         pooled, _ = self.group_scores(scores, layout)
-        keep = select_top_k(pooled, kept_count(pooled.size, sparsity))
+        keep = select_top_k(pooled, kept_count(pooled.size, sparsity), hint)
         return self.expand(keep, np.shape(scores), layout)
 
     def get_config(self):
@@ -287,9 +437,9 @@ class Unstructured(Granularity):
     def expand(self, keep_groups, shape, layout=DENSE_LAYOUT):
         return np.asarray(keep_groups, dtype=bool).reshape(shape)
 
-    def layer_mask(self, scores, sparsity, layout=DENSE_LAYOUT):
+    def layer_mask(self, scores, sparsity, layout=DENSE_LAYOUT, hint=None):
         scores = np.asarray(scores)
-        return select_top_k(scores, kept_count(scores.size, sparsity))
+        return select_top_k(scores, kept_count(scores.size, sparsity), hint)
 
 
 def _as_matrix(shape):
@@ -433,7 +583,8 @@ class NM(Granularity):
     def zeros_per_group(self, sparsity):
         return min(self.n, int(np.round(float(sparsity) * self.m)))
 
-    def layer_mask(self, scores, sparsity, layout=DENSE_LAYOUT):
+    def layer_mask(self, scores, sparsity, layout=DENSE_LAYOUT, hint=None):
+        # The rule is local to each group of m: there is no threshold to hint.
         scores = _clean(scores)
         z = self.zeros_per_group(sparsity)
         moved = np.moveaxis(scores, layout.in_axis, -1)
@@ -456,8 +607,24 @@ class NM(Granularity):
         return {"n": self.n, "m": self.m}
 
 
+#: Groups up to this length are ranked by pairwise comparison (O(m) passes
+#: over the tensor, no per-group sort); longer ones by a stable argsort.
+_PAIRWISE_RANK = 16
+
+
 def _keep_top_along_last(values, k):
     """Keep the k highest along the last axis; ties keep the earlier index."""
+    m = values.shape[-1]
+    if m <= _PAIRWISE_RANK:
+        # The rank of entry i is the number of entries j that come before it:
+        # v_j > v_i, or v_j == v_i with j < i (the stable order). Keep rank < k.
+        rank = np.zeros(values.shape, np.int8 if m < 128 else np.int16)
+        for j in range(m):
+            vj = values[..., j:j + 1]
+            beats = vj > values
+            beats[..., j + 1:] |= vj == values[..., j + 1:]
+            rank += beats
+        return rank < k
     # A stable argsort of the negated values puts the highest first and, among
     # equals, the lower index first. The last axis is short (m), so this is a
     # sort of m items per group, not of the tensor.
@@ -627,6 +794,7 @@ def compute_masks(
     scope="layer",
     normalize=None,
     min_keep=1,
+    memo=None,
 ):
     """Keep-masks for many tensors: the engine every pruning method calls.
 
@@ -644,6 +812,10 @@ def compute_masks(
             applies LAMP per tensor first.
         min_keep: global scope only: every tensor keeps at least this many
             groups, so no layer is emptied (layer collapse).
+        memo: an optional `SelectionMemo` kept between calls on the same
+            tensors (a training loop's mask updates): each selection starts
+            near its last threshold (incremental selection). The masks are
+            the same with or without it.
 
     Returns:
         dict `key -> bool numpy array`, the same shapes as `scores`.
@@ -686,7 +858,9 @@ def compute_masks(
         if s is None:
             raise ValueError(f"No sparsity given for {k!r}.")
         if scope == "layer" or k in per_key or not gran[k].supports_global:
-            masks[k] = gran[k].layer_mask(np.asarray(scores[k]), s, layouts.get(k, DENSE_LAYOUT))
+            masks[k] = gran[k].layer_mask(
+                np.asarray(scores[k]), s, layouts.get(k, DENSE_LAYOUT),
+                **_hint_kwargs(gran[k], memo, k))
         else:
             global_keys.append(k)
     if global_keys:
@@ -698,12 +872,30 @@ def compute_masks(
                 layouts,
                 normalize,
                 min_keep,
+                None if memo is None else memo.hint(_GLOBAL_KEY),
             )
         )
     return {k: masks[k] for k in keys}
 
 
-def _global_masks(scores, sparsity, gran, layouts, normalize, min_keep):
+#: The memo key of the global threshold (no tensor key is this object).
+_GLOBAL_KEY = object()
+
+
+def _hint_kwargs(granularity, memo, key):
+    """`{"hint": ...}` for a granularity whose `layer_mask` takes one (the
+    built-in ones; a user's subclass may predate the argument)."""
+    if memo is None or not _takes_hint(type(granularity)):
+        return {}
+    return {"hint": memo.hint(key)}
+
+
+@functools.cache
+def _takes_hint(cls):
+    return "hint" in inspect.signature(cls.layer_mask).parameters
+
+
+def _global_masks(scores, sparsity, gran, layouts, normalize, min_keep, hint=None):
     pooled, sizes = {}, {}
     for k, s in scores.items():
         layout = layouts.get(k, DENSE_LAYOUT)
@@ -722,7 +914,11 @@ def _global_masks(scores, sparsity, gran, layouts, normalize, min_keep):
         # selection below: each tensor's best `min_keep` items are then among
         # the global top `budget` (the tie rule orders them the same way).
         keys = list(pooled)
-        chosen = select_top_k_many([pooled[k] for k in keys], budget)
+        if normalize is None and all(type(gran[k]) is Unstructured for k in keys):
+            # Unstructured.group_scores cleaned them: no second NaN pass.
+            chosen = _select_many([pooled[k] for k in keys], budget, hint)
+        else:
+            chosen = select_top_k_many([pooled[k] for k in keys], budget, hint)
         if all(int(np.count_nonzero(c)) >= min(min_keep, c.size) for c in chosen):
             return {
                 k: gran[k].expand(c, np.shape(scores[k]), layouts.get(k, DENSE_LAYOUT))

@@ -47,7 +47,7 @@ import numpy as np
 from kprune import backend
 from kprune.core import checks, masking
 from kprune.core.wrapping import find_wrappers
-from kprune.core.wrapper import STEP_DTYPE, assign_masks
+from kprune.core.wrapper import STEP_DTYPE, model_assigner
 
 __all__ = ["Pruner", "update_masks"]
 
@@ -114,6 +114,7 @@ class Pruner:
             )
         self._step = None
         self._applied = None  # the last schedule step whose update is applied
+        self._buffers = {}  # (wrapper index, weight index) -> |w| buffer
 
     @property
     def current_step(self):
@@ -164,6 +165,7 @@ class Pruner:
         compiled function, with no retracing.
         """
         self.sync()
+        self._buffers = {}
         for w in self.wrappers:
             w._armed = False
         fn = getattr(self.model, "train_function", None)
@@ -239,11 +241,22 @@ class Pruner:
             self._applied = last
 
     def _assign(self, step, wrappers):
+        """Computes the masks of `wrappers` at schedule `step` and assigns
+        them with the model's one `MaskAssigner`.
+
+        Each pruned weight is read once (without a copy where the backend
+        allows) into a score buffer that this `Pruner` reuses; each selection
+        starts near its last threshold (the assigner's `SelectionMemo`); each
+        mask is written once, in one call for all of them."""
         if not wrappers:
             return
+        assigner = model_assigner(self.wrappers)
+        due = {id(w) for w in wrappers}
         scores, sparsity, gran, layouts = {}, {}, {}, {}
         global_sparsity = None
-        for wi, w in enumerate(wrappers):
+        for wi, w in enumerate(self.wrappers):
+            if id(w) not in due:
+                continue
             s = float(w.pruning_schedule.sparsity(step))
             if w.scope == "global":
                 global_sparsity = s
@@ -260,7 +273,7 @@ class Pruner:
             for vi, (var, layout) in enumerate(zip(w.prunable_weights, w.layouts)):
                 key = (wi, vi)
                 if custom is None:
-                    scores[key] = np.abs(keras.ops.convert_to_numpy(var))
+                    scores[key] = self._magnitude(key, var)
                 else:
                     scores[key] = np.asarray(custom[vi])
                 gran[key] = w.granularity
@@ -276,6 +289,7 @@ class Pruner:
                 granularity=gran,
                 layouts=layouts,
                 scope="layer",
+                memo=assigner.memo,
             ))
         global_keys = [k for k in scores if k not in sparsity]
         if global_keys:
@@ -287,12 +301,13 @@ class Pruner:
                 scope="global",
                 normalize=self.normalize,
                 min_keep=self.min_keep,
+                memo=assigner.memo,
             ))
         # The wrappers store the number of batches trained, not the schedule
         # step of this update (one more; see the module docstring).
-        assign_masks(wrappers, [
-            [masks[(wi, vi)] for vi in range(len(w.prunable_weights))]
-            for wi, w in enumerate(wrappers)
+        assigner([
+            [masks[(wi, vi)] for vi in range(len(w.prunable_weights))] if id(w) in due else None
+            for wi, w in enumerate(self.wrappers)
         ], step if self._step is None else self._step)
         if self.verbose:
             kept = sum(int(m.sum()) for m in masks.values())
@@ -301,6 +316,15 @@ class Pruner:
                 f"kprune: step {step}: updated {len(wrappers)} layer mask(s), "
                 f"sparsity {1 - kept / max(total, 1):.4f}"
             )
+
+    def _magnitude(self, key, variable):
+        """`|w|` of a pruned variable, in a buffer reused across updates
+        (a fresh 100 MB array costs more in page faults than `abs` itself)."""
+        value = backend.read_numpy(variable)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
+            buffer = self._buffers[key] = np.empty_like(value)
+        return np.abs(value, out=buffer)
 
 
 class _RequireCallback:

@@ -16,8 +16,9 @@ mask variable (same shape and dtype as the weight), plus one step counter.
   update. (Pruned weights do get a gradient; the optimizer's update to them is
   discarded by the constraint in the same step.)
 * **Mask updates** come from outside: `PruningCallback` during `fit`, or
-  `kprune.Pruner` in a custom loop. They call `assign_masks`, which updates
-  every due wrapper in one (compiled, where the backend compiles) call.
+  `kprune.Pruner` in a custom loop. They call the model's `MaskAssigner`,
+  which updates every due wrapper in one call (compiled once per model,
+  where the backend compiles).
 * **Backends.** What differs per backend (compiled assigns, how a constraint
   sees the mask inside JAX's stateless train step) sits behind
   `kprune.backend`; this module uses `keras.ops` only.
@@ -49,6 +50,8 @@ __all__ = [
     "prunable_weights",
     "is_prunable",
     "weight_path",
+    "MaskAssigner",
+    "model_assigner",
 ]
 
 
@@ -569,8 +572,8 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
         # Set by Pruner.start() (PruningCallback.on_train_begin): training a
         # scheduled wrapper before that raises an error naming the callback.
         self._armed = False
-        # Compiled mask-assign functions keyed by the wrappers they update
-        # (see `assign_masks`); held here, so they die with the model.
+        # The model's `MaskAssigner`, keyed by the wrappers it updates (see
+        # `model_assigner`); held here, so it dies with the model.
         self._assign_fns = {}
 
     # -- build / call / config, in Keras' shape ---------------------------
@@ -673,14 +676,12 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
         return {**super().get_config(), **config}
 
 def assign_masks(wrappers, masks, step=None):
-    """Sets the masks of several wrappers, and zeroes their pruned weights,
-    in ONE call (compiled where the backend compiles).
+    """Sets the masks of several wrappers, and zeroes their pruned weights.
 
-    Mask updates run between training steps, where ~6 eager ops per weight
-    would dominate their cost; the second update of the same set of
-    wrappers traces one function (cached on the first wrapper) that does it
-    all, and every later update reuses it. A one-off assignment (pruning at
-    initialisation, one-shot pruning) runs eagerly and traces nothing.
+    For one-off assignments (pruning at initialisation, one-shot pruning,
+    lottery-ticket rewinds): it runs eagerly and traces nothing. Repeated
+    updates during training go through the model's `MaskAssigner` (see
+    `model_assigner`), compiled once per model.
 
     Args:
         wrappers: `PruneWrapper`s (or other `MaskedWeights`).
@@ -689,17 +690,83 @@ def assign_masks(wrappers, masks, step=None):
     """
     wrappers = list(wrappers)
     tensors = [w._mask_tensors(ms) for w, ms in zip(wrappers, masks)]
-    key = (tuple(id(w) for w in wrappers), step is None)
+    value = None if step is None else np.asarray(int(step), STEP_DTYPE)
+    for w, ms in zip(wrappers, tensors):
+        w._assign_masks_graph(ms, value)
+
+
+class MaskAssigner:
+    """Assigns the masks of a fixed list of `MaskedWeights` in one call.
+
+    The mask update of a training loop: every mask and its zeroed weight are
+    written once per update, in one call that is compiled where the backend
+    compiles (`tf.function` on TensorFlow, traced ONCE for the life of the
+    model: the structure of its inputs never changes, the step is a tensor);
+    on JAX and torch the assigns run eagerly (they run between compiled or
+    eager steps, on the synced variables). Get the model's one assigner with
+    `model_assigner(wrappers)`.
+
+    Args:
+        wrappers: the `MaskedWeights` it assigns, in a fixed order.
+
+    Example:
+    >>> assigner = model_assigner(pruner.wrappers)
+    >>> assigner([[mask] for mask in masks], step=10)
+    """
+
+    def __init__(self, wrappers):
+        self.wrappers = tuple(wrappers)
+        # The thresholds of the last update, where the next one looks first
+        # (kept here, with the one compiled assign, so every Pruner of the
+        # model shares them).
+        self.memo = masking.SelectionMemo()
+        self.compiled = backend.compiles_assign
+        self._fn = backend.compile_assign(self._assign) if self.compiled else self._assign
+
+    def _assign(self, all_masks, step):
+        for w, ms in zip(self.wrappers, all_masks):
+            if ms is not None:
+                w._assign_masks_graph(ms, step)
+
+    def __call__(self, masks, step):
+        """Assigns `masks[i]` (one array per pruned weight, or None: unchanged)
+        to `self.wrappers[i]`, and stores `step` in every wrapper."""
+        tensors = []
+        for w, ms in zip(self.wrappers, masks):
+            if ms is not None:
+                tensors.append(w._mask_tensors(ms))
+            elif self.compiled:
+                # The compiled function always gets every mask (one trace):
+                # an unchanged one is its current value, read on the device.
+                tensors.append([ops.not_equal(m.value, 0) for m in w.masks])
+            else:
+                tensors.append(None)
+                w.set_step(step)
+        self._fn(tensors, np.asarray(int(step), STEP_DTYPE))
+
+    @property
+    def tracing_count(self):
+        """How many times the compiled function was traced (0 when eager)."""
+        count = getattr(self._fn, "experimental_get_tracing_count", None)
+        return count() if count is not None else 0
+
+
+def model_assigner(wrappers):
+    """The one `MaskAssigner` of this list of wrappers (a model's scheduled
+    wrappers), built on first use and kept with the wrappers, so every
+    `Pruner`, `PruningCallback` and `kprune.update_masks` call on the model
+    reuses it (and its one trace).
+
+    Args:
+        wrappers: `MaskedWeights`, in the order the masks will be given.
+
+    Returns:
+        A `MaskAssigner`.
+    """
+    wrappers = tuple(wrappers)
+    key = tuple(id(w) for w in wrappers)
     cache = wrappers[0]._assign_fns
-
-    def assign(all_masks, step_value, wrappers=tuple(wrappers)):
-        for w, ms in zip(wrappers, all_masks):
-            w._assign_masks_graph(ms, step_value)
-
-    fn = cache.get(key)
-    if fn is None:
-        cache[key] = "seen once"
-        fn = assign
-    elif fn == "seen once":
-        fn = cache[key] = backend.compile_assign(assign)
-    fn(tensors, None if step is None else np.asarray(int(step), STEP_DTYPE))
+    assigner = cache.get(key)
+    if assigner is None:
+        assigner = cache[key] = MaskAssigner(wrappers)
+    return assigner
