@@ -22,6 +22,7 @@ Example:
 
 from kprune.llm.architectures import FAMILIES
 from kprune.llm.depth import prune_depth
+from kprune.llm.distill import distill, lm_batches
 from kprune.llm.importance import block_influence, token_batches, width_importance
 from kprune.llm.report import config_report, parameter_counts
 from kprune.llm.width import prune_width
@@ -30,6 +31,8 @@ __all__ = [
     "FAMILIES",
     "block_influence",
     "config_report",
+    "distill",
+    "lm_batches",
     "parameter_counts",
     "prune_depth",
     "prune_width",
