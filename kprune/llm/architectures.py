@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-__all__ = ["Family", "FAMILIES", "family_of", "split_model", "block_index", "axes_of"]
+__all__ = ["FAMILIES", "Family", "axes_of", "block_index", "family_of", "split_model"]
 
 _BLOCK = re.compile(r"^(?P<prefix>[A-Za-z_]+?)_(?P<index>\d+)/(?P<rest>.*)$")
 

@@ -29,7 +29,7 @@ from kprune.llm.architectures import family_of, split_model
 from kprune.llm.importance import block_influence
 from kprune.llm.surgery import rebuild, wrap_like
 
-__all__ = ["prune_depth", "pattern_changes"]
+__all__ = ["pattern_changes", "prune_depth"]
 
 
 def pattern_changes(family, config, kept):

@@ -34,7 +34,7 @@ import numpy as np
 from kprune import backend, checks
 from kprune.llm.architectures import axes_of, block_index, family_of
 
-__all__ = ["token_batches", "width_importance", "block_influence", "WIDTH_IMPORTANCES"]
+__all__ = ["WIDTH_IMPORTANCES", "block_influence", "token_batches", "width_importance"]
 
 WIDTH_IMPORTANCES = ("activation", "taylor", "magnitude")
 
@@ -92,7 +92,7 @@ def token_batches(data, batch_size=8, name="calibration"):
 
 def _sublayers(layer):
     # The layer tree walk (kprune/core/model_tree.py once it lands).
-    return list(layer._flatten_layers(include_self=False))  # noqa: SLF001
+    return list(layer._flatten_layers(include_self=False))
 
 
 @contextlib.contextmanager
@@ -233,7 +233,7 @@ def width_importance(model, calibration=None, importance="activation", batch_siz
     >>> scores = kprune.llm.width_importance(backbone, token_ids[:16])
     >>> scores["Q"].argsort()          # the least important query heads first
     """
-    from kprune.llm.architectures import split_model  # noqa: PLC0415 - same package
+    from kprune.llm.architectures import split_model
 
     backbone, _ = split_model(model)
     family = family_of(backbone)
@@ -260,7 +260,7 @@ def block_influence(model, calibration, batch_size=8):
     Example:
     >>> kprune.llm.block_influence(backbone, token_ids[:16]).round(3)
     """
-    from kprune.llm.architectures import split_model  # noqa: PLC0415
+    from kprune.llm.architectures import split_model
 
     backbone, _ = split_model(model)
     batches = token_batches(calibration, batch_size)

@@ -33,7 +33,7 @@ from kprune.llm.architectures import family_of, split_model
 from kprune.llm.importance import WIDTH_IMPORTANCES, width_importance
 from kprune.llm.surgery import rebuild, wrap_like
 
-__all__ = ["prune_width", "head_dim_of"]
+__all__ = ["head_dim_of", "prune_width"]
 
 
 def head_dim_of(family, config):

@@ -34,8 +34,14 @@ import numpy as np
 from kprune import checks
 from kprune.progress import Progress
 
-__all__ = ["make_distiller", "distill", "DistillProgress", "adaptive_bn", "eagleeye_select",
-           "sample_ratios"]
+__all__ = [
+    "DistillProgress",
+    "adaptive_bn",
+    "distill",
+    "eagleeye_select",
+    "make_distiller",
+    "sample_ratios",
+]
 
 #: Hinton et al.'s usual softening temperature.
 DEFAULT_TEMPERATURE = 3.0
@@ -265,7 +271,7 @@ def sample_ratios(model, n, max_ratio=0.7, mean_ratio=None, seed=0):
     Returns:
         A list of `{producer layer name: ratio}` dicts for `ChannelPruner`.
     """
-    from kprune.structured import DependencyGraph  # noqa: PLC0415
+    from kprune.structured import DependencyGraph
 
     names = sorted({p for g in DependencyGraph(model).prunable_groups for p in g.producers})
     rng = np.random.default_rng(seed)
@@ -303,7 +309,7 @@ def eagleeye_select(model, candidates, calibration_x, evaluate, importance="l1",
         `(best_model, best_candidate, scores)`, with `scores` the list of
         every candidate's evaluation, in order.
     """
-    from kprune.structured import ChannelPruner  # noqa: PLC0415
+    from kprune.structured import ChannelPruner
 
     if not candidates:
         raise ValueError("candidates must be a non-empty list of pruning ratios.")
