@@ -37,7 +37,7 @@ import numpy as np
 from post_training import stdlib_bytes, windows
 
 from kprune import llm
-from kprune.table import format_table
+from kprune.utils.table import format_table
 
 SETTINGS = {
     # seq, hidden, heads, kv, head_dim, intermediate, layers, train bytes, dense epochs, recovery tokens

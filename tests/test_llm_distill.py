@@ -1,7 +1,7 @@
 """kprune.llm.distill on a plain-Keras decoder (every backend; no KerasHub needed):
 the student moves towards the teacher's next-token distributions, the teacher
 is unchanged, an interrupted run resumes from its backup and ends where an
-uninterrupted run ends, and progress goes through kprune.progress."""
+uninterrupted run ends, and progress goes through kprune.utils.progress."""
 
 import keras
 import numpy as np

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from kprune import checks
+from kprune.core import checks
 from kprune.llm.architectures import family_of, split_model
 from kprune.llm.importance import block_influence
 from kprune.llm.surgery import rebuild, wrap_like

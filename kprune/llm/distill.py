@@ -5,9 +5,9 @@ ids to next-token logits) on the teacher's next-token distributions: the
 loss is Minitron's forward KL between the teacher's and the student's
 softmax over the vocabulary at every position (temperature 1 by default),
 optionally mixed with the cross-entropy on the real next tokens. It is
-`kprune.distill.distill` (Keras' own `keras.distillation.Distiller`) with
+`kprune.methods.distill.distill` (Keras' own `keras.distillation.Distiller`) with
 the inputs and targets of a language model built from token ids; it is
-resumable (`backup_dir`) and reports progress through `kprune.progress`.
+resumable (`backup_dir`) and reports progress through `kprune.utils.progress`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune import checks
-from kprune import distill as _distill_module
+from kprune.core import checks
+from kprune.methods import distill as methods_distill
 
 __all__ = ["distill", "lm_batches"]
 
@@ -56,7 +56,7 @@ def distill(student, teacher, token_ids, epochs=1, batch_size=8, temperature=1.0
             pure logit distillation, as Minitron).
         optimizer: a Keras optimizer (or name).
         backup_dir: directory that makes the run resumable (see
-            `kprune.distill.distill`).
+            `kprune.methods.distill.distill`).
         verbose: 0 silent, 1 progress, 2 final line only.
         **fit_kwargs: other `fit` arguments (`shuffle`, `callbacks`, ...).
 
@@ -83,7 +83,7 @@ def distill(student, teacher, token_ids, epochs=1, batch_size=8, temperature=1.0
     if vs[0] != vs[1]:
         raise ValueError(f"student and teacher vocabularies differ ({vs[0]} vs {vs[1]} logits); "
                          f"distillation on logits needs the same tokenizer.")
-    return _distill_module.distill(
+    return methods_distill.distill(
         student, teacher, x, y, epochs=epochs, batch_size=batch_size, temperature=temperature,
         student_loss_weight=student_loss_weight, optimizer=optimizer, verbose=verbose,
         backup_dir=backup_dir, **fit_kwargs)

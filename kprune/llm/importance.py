@@ -31,8 +31,9 @@ import contextlib
 import keras
 import numpy as np
 
-from kprune import backend, checks
-from kprune.llm.architectures import axes_of, block_index, family_of
+from kprune import backend
+from kprune.core import checks
+from kprune.llm.architectures import axes_of, block_index, family_of, split_model
 
 __all__ = ["WIDTH_IMPORTANCES", "block_influence", "token_batches", "width_importance"]
 
@@ -233,8 +234,6 @@ def width_importance(model, calibration=None, importance="activation", batch_siz
     >>> scores = kprune.llm.width_importance(backbone, token_ids[:16])
     >>> scores["Q"].argsort()          # the least important query heads first
     """
-    from kprune.llm.architectures import split_model
-
     backbone, _ = split_model(model)
     family = family_of(backbone)
     importance = checks.check_choice("importance", importance, WIDTH_IMPORTANCES)
@@ -260,8 +259,6 @@ def block_influence(model, calibration, batch_size=8):
     Example:
     >>> kprune.llm.block_influence(backbone, token_ids[:16]).round(3)
     """
-    from kprune.llm.architectures import split_model
-
     backbone, _ = split_model(model)
     batches = token_batches(calibration, batch_size)
     blocks = list(backbone.transformer_layers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kprune.llm.architectures import family_of, split_model
-from kprune.table import format_table
+from kprune.utils.table import format_table
 
 __all__ = ["config_report", "parameter_counts"]
 

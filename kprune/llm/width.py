@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kprune import checks
+from kprune.core import checks
 from kprune.llm.architectures import family_of, split_model
 from kprune.llm.importance import WIDTH_IMPORTANCES, width_importance
 from kprune.llm.surgery import rebuild, wrap_like

@@ -31,8 +31,8 @@ import os
 import keras
 import numpy as np
 
-from kprune import checks
-from kprune.progress import Progress
+from kprune.core import checks
+from kprune.utils.progress import Progress
 
 __all__ = [
     "DistillProgress",
@@ -101,7 +101,7 @@ def make_distiller(student, teacher, temperature=DEFAULT_TEMPERATURE, student_lo
 
 
 class DistillProgress(keras.callbacks.Callback):
-    """Training progress through `kprune.progress.Progress` (one bar for all epochs).
+    """Training progress through `kprune.utils.progress.Progress` (one bar for all epochs).
 
     Args:
         total: batches in the whole run (epochs x steps per epoch).
@@ -146,7 +146,7 @@ def distill(student, teacher, x, y=None, epochs=1, batch_size=32, callbacks=None
         epochs, batch_size, callbacks, **fit_kwargs: as `fit`. Pass
             `kprune.PruningCallback()` when the student has scheduled
             `PruneWrapper`s.
-        verbose: 0 silent; 1 or 2 progress through `kprune.progress`
+        verbose: 0 silent; 1 or 2 progress through `kprune.utils.progress`
             (`DistillProgress`, one bar over all epochs, with the losses).
         backup_dir: a directory to make the run resumable: the student, the
             optimizer state and the epoch are saved there at the end of every
