@@ -42,9 +42,9 @@ from kprune.utils.table import format_table
 SETTINGS = {
     # seq, hidden, heads, kv, head_dim, intermediate, layers, train bytes, dense epochs, recovery tokens
     True: {"seq": 64, "hidden": 64, "heads": 4, "kv": 2, "head_dim": 16, "inter": 256, "layers": 4,
-               "train_bytes": 120_000, "dense_epochs": 1, "recovery_tokens": 40_000, "batch": 16},
-    False: {"seq": 128, "hidden": 128, "heads": 4, "kv": 2, "head_dim": 32, "inter": 512, "layers": 4,
-                "train_bytes": 1_500_000, "dense_epochs": 2, "recovery_tokens": 600_000, "batch": 32},
+           "train_bytes": 120_000, "dense_epochs": 1, "recovery_tokens": 40_000, "batch": 16},
+    False: {"seq": 64, "hidden": 64, "heads": 4, "kv": 2, "head_dim": 16, "inter": 256, "layers": 6,
+            "train_bytes": 200_000, "dense_epochs": 1, "recovery_tokens": 100_000, "batch": 16},
 }
 
 
