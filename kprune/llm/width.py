@@ -91,10 +91,33 @@ def _resolve_heads(family, config, num_query_heads, num_key_value_heads):
     return new_q, new_kv
 
 
-def _select_heads(scores, nq, nkv, new_q, new_kv):
-    group, new_group = nq // nkv, new_q // new_kv
-    groups = _top(scores["K"], new_kv)
-    per_head = np.asarray(scores["Q"]).reshape(nkv, group)
+def select_heads(query_scores, group_scores, new_q, new_kv):
+    """The query heads and KV groups kept by grouped-query-aware head pruning.
+
+    Keeps the `new_kv` KV groups with the highest `group_scores` and, in
+    each, the `new_q // new_kv` query heads with the highest
+    `query_scores` (ties: the lower index).
+
+    Args:
+        query_scores: one score per query head (`num_query_heads`).
+        group_scores: one score per KV head (`num_key_value_heads`).
+        new_q, new_kv: the widths after pruning (`new_q` a multiple of
+            `new_kv`, at most `new_kv` times the group size).
+
+    Returns:
+        `(query_heads, kv_heads)`: sorted original indices; query head `j`
+        of the pruned model is `query_heads[j]`, and it reads KV head
+        `j // (new_q // new_kv)`, which is `kv_heads[j // (new_q // new_kv)]`.
+
+    Example:
+    >>> select_heads([1, 5, 2, 9], [6, 11], 2, 2)
+    (array([1, 3]), array([0, 1]))
+    """
+    query_scores = np.asarray(query_scores, np.float64)
+    nkv = len(group_scores)
+    group, new_group = len(query_scores) // nkv, new_q // new_kv
+    groups = _top(group_scores, new_kv)
+    per_head = query_scores.reshape(nkv, group)
     heads = [g * group + _top(per_head[g], new_group) for g in groups]
     return np.concatenate(heads), groups
 
@@ -149,7 +172,6 @@ def prune_width(model, calibration=None, *, num_query_heads=None, num_key_value_
                          "(vision_encoder=None) and prune that.")
     checks.check_choice("importance", importance, WIDTH_IMPORTANCES)
     nq = config[family.heads_key]
-    nkv = config[family.kv_key] if family.kv_key else nq
     new_q, new_kv = _resolve_heads(family, config, num_query_heads, num_key_value_heads)
     new_i = _width("intermediate_dim", intermediate_dim, config["intermediate_dim"])
     new_h = _width("hidden_dim", hidden_dim, config["hidden_dim"])
@@ -178,8 +200,14 @@ def prune_width(model, calibration=None, *, num_query_heads=None, num_key_value_
             raise ValueError(f"importance={importance!r} needs calibration token ids; pass "
                              f"calibration=... or importance='magnitude'.")
         scores = width_importance(backbone, calibration, importance, batch_size)
+    expected = {"Q": nq, "K": config[family.kv_key] if family.kv_key else nq,
+                "I": config["intermediate_dim"], "H": config["hidden_dim"]}
+    if not isinstance(scores, dict) or any(np.shape(scores.get(k)) != (n,) for k, n in expected.items()):
+        got = {k: np.shape(v) for k, v in scores.items()} if isinstance(scores, dict) else scores
+        raise ValueError(f"scores must be width_importance(...) of this model: one array per kind "
+                         f"with shapes {({k: (n,) for k, n in expected.items()})}, got {got}.")
     keep = {"D": None}
-    keep["Q"], keep["K"] = _select_heads(scores, nq, nkv, new_q, new_kv)
+    keep["Q"], keep["K"] = select_heads(scores["Q"], scores["K"], new_q, new_kv)
     if not family.kv_key:
         keep["K"] = keep["Q"]
     keep["I"] = _top(scores["I"], new_i)
