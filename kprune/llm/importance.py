@@ -93,7 +93,7 @@ def token_batches(data, batch_size=8, name="calibration"):
 
 def _sublayers(layer):
     # The layer tree walk (kprune/core/model_tree.py once it lands).
-    return list(layer._flatten_layers(include_self=False))
+    return list(layer._flatten_layers(include_self=False))  # pylint: disable=protected-access
 
 
 @contextlib.contextmanager
