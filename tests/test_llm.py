@@ -114,6 +114,10 @@ def test_head_and_mlp_removal_equals_the_zeroed_original(name):
     else:
         kw = {"num_query_heads": 2}
     scores = llm.width_importance(backbone, ids)
+    cfg = backbone.get_config()
+    sizes = {"Q": 4, "K": cfg.get("num_key_value_heads", 4), "I": 12, "H": 16}
+    for kind, n in sizes.items():  # every structure was seen by the recording passes
+        assert scores[kind].shape == (n,) and np.all(scores[kind] > 0), kind
     pruned = llm.prune_width(backbone, ids, intermediate_dim=5, **kw)
     assert type(pruned) is type(backbone)
     cfg = pruned.get_config()

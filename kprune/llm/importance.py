@@ -92,8 +92,20 @@ def token_batches(data, batch_size=8, name="calibration"):
 
 
 def _sublayers(layer):
-    # The layer tree walk (kprune/core/model_tree.py once it lands).
-    return list(layer._flatten_layers(include_self=False))  # pylint: disable=protected-access
+    """Every layer nested in `layer`, found through its attributes.
+
+    (The one layer-tree walker will be kprune/core/model_tree.py; this reads
+    only public attribute values, no Keras internals.)
+    """
+    out, stack, seen = [], [layer], {id(layer)}
+    while stack:
+        for value in vars(stack.pop()).values():
+            for item in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(item, keras.layers.Layer) and id(item) not in seen:
+                    seen.add(id(item))
+                    out.append(item)
+                    stack.append(item)
+    return out
 
 
 @contextlib.contextmanager
