@@ -26,6 +26,8 @@ the hidden size cannot change alone.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from kprune.core import checks
@@ -217,4 +219,9 @@ def prune_width(model, calibration=None, *, num_query_heads=None, num_key_value_
     if family.kv_key:
         new_config[family.kv_key] = new_kv
     pruned = rebuild(backbone, family, new_config, keep, list(range(config["num_layers"])))
+    if new_h != config["hidden_dim"]:
+        warnings.warn(
+            f"prune_width: hidden_dim {config['hidden_dim']} -> {new_h} is approximate (the "
+            f"normalisation statistics run over fewer channels), unlike head and MLP removal; "
+            f"recover with kprune.llm.distill.", stacklevel=2)
     return wrap_like(model, causal_lm, pruned)
