@@ -153,7 +153,8 @@ def test_kv_group_removal_keeps_whole_groups_exactly(name):
         warnings.simplefilter("always")
         pruned = llm.prune_width(backbone, ids, **kw)
     # only hidden-size pruning (Llama3's coupled heads) is flagged approximate
-    assert [("approximate" in str(w.message)) for w in caught] == ([True] if name == "llama3" else [])
+    flagged = sum("approximate" in str(w.message) for w in caught)
+    assert flagged == (1 if name == "llama3" else 0)
     cfg = pruned.get_config()
     assert (cfg["num_query_heads"], cfg["num_key_value_heads"]) == (2, 1)
     assert type(pruned) is type(backbone)
