@@ -26,10 +26,22 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 
-__all__ = ["make_distiller", "distill", "adaptive_bn", "eagleeye_select", "sample_ratios"]
+from kprune.core import checks
+from kprune.utils.progress import Progress
+
+__all__ = [
+    "DistillProgress",
+    "adaptive_bn",
+    "distill",
+    "eagleeye_select",
+    "make_distiller",
+    "sample_ratios",
+]
 
 #: Hinton et al.'s usual softening temperature.
 DEFAULT_TEMPERATURE = 3.0
@@ -88,9 +100,42 @@ def make_distiller(student, teacher, temperature=DEFAULT_TEMPERATURE, student_lo
     return distiller
 
 
+class DistillProgress(keras.callbacks.Callback):
+    """Training progress through `kprune.utils.progress.Progress` (one bar for all epochs).
+
+    Args:
+        total: batches in the whole run (epochs x steps per epoch).
+        description: the label (default `"Distillation"`).
+        verbose: 0, 1 or 2, as `Progress`.
+        **kwargs: other `Progress` arguments (`stream`, `interactive`).
+    """
+
+    def __init__(self, total, description="Distillation", verbose=1, **kwargs):
+        super().__init__()
+        self.progress_args = (total, description, verbose, kwargs)
+        self.bar = None
+
+    def on_train_begin(self, logs=None):
+        total, description, verbose, kwargs = self.progress_args
+        self.bar = Progress(total, description, verbose=verbose, unit="batch", **kwargs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # A run resumed from a backup starts past epoch 0: count what is done.
+        if self.bar is not None and self.bar.current == 0 and epoch and self.params.get("steps"):
+            self.bar.current = epoch * self.params["steps"]
+
+    def on_train_batch_end(self, batch, logs=None):
+        values = {k: float(v) for k, v in (logs or {}).items() if k.endswith("loss")}
+        self.bar.update(1, **values)
+
+    def on_train_end(self, logs=None):
+        if self.bar is not None and not self.bar.closed:
+            self.bar.close()
+
+
 def distill(student, teacher, x, y=None, epochs=1, batch_size=32, callbacks=None,
             temperature=DEFAULT_TEMPERATURE, student_loss_weight=0.5, optimizer="adam",
-            loss="sparse_categorical_crossentropy", verbose=0, **fit_kwargs):
+            loss="sparse_categorical_crossentropy", verbose=0, backup_dir=None, **fit_kwargs):
     """Fine-tunes `student` with `teacher` through `keras.distillation`.
 
     Args:
@@ -98,9 +143,17 @@ def distill(student, teacher, x, y=None, epochs=1, batch_size=32, callbacks=None
         teacher: the dense model (not changed; its `trainable` flag is
             restored).
         x, y: training data, as `Model.fit`.
-        epochs, batch_size, callbacks, verbose, **fit_kwargs: as `fit`. Pass
+        epochs, batch_size, callbacks, **fit_kwargs: as `fit`. Pass
             `kprune.PruningCallback()` when the student has scheduled
             `PruneWrapper`s.
+        verbose: 0 silent; 1 or 2 progress through `kprune.utils.progress`
+            (`DistillProgress`, one bar over all epochs, with the losses).
+        backup_dir: a directory to make the run resumable: the student, the
+            optimizer state and the epoch are saved there at the end of every
+            epoch (`keras.callbacks.BackupAndRestore`); calling `distill`
+            again with the same arguments after an interruption continues
+            from the last finished epoch. The backup is deleted when the run
+            completes.
         temperature, student_loss_weight, optimizer, loss: see
             `make_distiller` (defaults `T = 3`, weight 0.5, Adam).
 
@@ -113,15 +166,39 @@ def distill(student, teacher, x, y=None, epochs=1, batch_size=32, callbacks=None
     thin, _ = kprune.methods.distill.distill(thin, dense, x, y, epochs=3)
     ```
     """
+    epochs = checks.check_int("epochs", epochs, lo=1)
+    callbacks = list(callbacks or [])
+    if backup_dir is not None:
+        backup_dir = os.fspath(backup_dir)
+        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"))
+    if verbose:
+        steps = fit_kwargs.get("steps_per_epoch")
+        if steps is None and y is not None and hasattr(y, "__len__"):
+            steps = -(-len(y) // batch_size)
+        callbacks.append(DistillProgress(None if steps is None else int(steps) * epochs,
+                                         verbose=verbose))
     trainable = teacher.trainable
     try:
         distiller = make_distiller(student, teacher, temperature, student_loss_weight,
                                    optimizer, loss)
+        if backup_dir is not None and not distiller.built:
+            distiller(_first_example(x))  # BackupAndRestore needs a built model
         history = distiller.fit(x, y, epochs=epochs, batch_size=batch_size,
-                                callbacks=callbacks, verbose=verbose, **fit_kwargs)
+                                callbacks=callbacks, verbose=0, **fit_kwargs)
     finally:
         teacher.trainable = trainable
     return distiller.student, history
+
+
+def _first_example(x):
+    if isinstance(x, dict):
+        return {k: np.asarray(v)[:1] for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(v)[:1] for v in x]
+    if hasattr(x, "__len__") and hasattr(x, "shape"):
+        return np.asarray(x)[:1]
+    first = next(iter(x))
+    return first[0] if isinstance(first, tuple) else first
 
 
 def _bn_layers(model):
@@ -194,7 +271,7 @@ def sample_ratios(model, n, max_ratio=0.7, mean_ratio=None, seed=0):
     Returns:
         A list of `{producer layer name: ratio}` dicts for `ChannelPruner`.
     """
-    from kprune.structured import DependencyGraph  # noqa: PLC0415
+    from kprune.structured import DependencyGraph
 
     names = sorted({p for g in DependencyGraph(model).prunable_groups for p in g.producers})
     rng = np.random.default_rng(seed)
@@ -232,7 +309,7 @@ def eagleeye_select(model, candidates, calibration_x, evaluate, importance="l1",
         `(best_model, best_candidate, scores)`, with `scores` the list of
         every candidate's evaluation, in order.
     """
-    from kprune.structured import ChannelPruner  # noqa: PLC0415
+    from kprune.structured import ChannelPruner
 
     if not candidates:
         raise ValueError("candidates must be a non-empty list of pruning ratios.")

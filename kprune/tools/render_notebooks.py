@@ -292,6 +292,7 @@ def _error_text(exc):
 NOTEBOOK_EXTRAS = {
     "07_one_shot_pruning.ipynb": ("tensorflow", "hub"),
     "09_any_model_kerashub.ipynb": ("tensorflow", "hub"),
+    "11_llm_width_depth_distill.ipynb": ("tensorflow", "hub"),
 }
 _COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+")
 
