@@ -8,7 +8,7 @@ returns a **new** model (the caller's is unchanged) in which:
 * a BatchNormalization right after a convolution or Dense layer (its only
   consumer, no activation in between) is **folded** into that layer's kernel
   and bias, with the moving statistics, exactly as TFLite's converter folds
-  it, and becomes an `Identity`; the folded layer then trains directly (the
+  it, and becomes a `FoldedBatchNorm` (the identity); the folded layer then trains directly (the
   batch statistics are no longer used: a difference from tfmot, which keeps
   batch norm in training);
 * ReLU/ReLU6 layers after a convolution are fused as TFLite fuses them (the
@@ -30,10 +30,10 @@ import keras
 import numpy as np
 
 from kprune import prune
-from kprune.quantization.wrapper import QuantizeWrapper, activation_name, fused_activation, kernel_kind
+from kprune.quantization.wrapper import QuantizeWrapper, activation_name, call_layer, fused_activation, kernel_kind
 from kprune.wrapper import PruneWrapper
 
-__all__ = ["QuantizeAnnotate", "quantize_annotate_layer", "quantize_annotate_model", "quantize_apply",
+__all__ = ["FoldedBatchNorm", "QuantizeAnnotate", "quantize_annotate_layer", "quantize_annotate_model", "quantize_apply",
            "quantize_model", "check_not_keras_quantized", "is_quantization_aware", "uncovered_layers"]
 
 L = keras.layers
@@ -70,16 +70,27 @@ class QuantizeAnnotate(L.Wrapper):
             self.layer.build(input_shape)
         self.built = True
 
-    def call(self, inputs, training=None):
-        if getattr(self.layer, "_call_has_training_arg", False):
-            return self.layer(inputs, training=training)
-        return self.layer(inputs)
+    def call(self, inputs, training=None, mask=None):
+        return call_layer(self.layer, inputs, training, mask)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
-    def compute_output_spec(self, *args, **kwargs):
-        return self.layer.compute_output_spec(*args, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="kprune")
+class FoldedBatchNorm(L.Layer):
+    """What a batch norm folded into the layer before it becomes: the identity.
+
+    (Unlike `keras.layers.Identity`, it takes batch norm's `training` and
+    `mask` arguments, which the cloned graph passes on.)
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 def quantize_annotate_layer(layer):
@@ -328,7 +339,7 @@ def _apply(model, only, preserve_sparsity):
         if not wanted(name):
             return new
         if name in folded:
-            return L.Identity(name=name)
+            return FoldedBatchNorm(name=name)
         fed_by_input = _INPUT in producers.get(name, []) and len(producers.get(name, [])) == 1
         if name in folds:
             config = layer.get_config()

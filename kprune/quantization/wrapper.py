@@ -30,7 +30,7 @@ from keras import ops
 from kprune.quantization.quantizers import ActivationQuantizer, WeightQuantizer
 from kprune.wrapper import MaskConstraint
 
-__all__ = ["QuantizeWrapper", "kernel_kind", "fused_activation"]
+__all__ = ["QuantizeWrapper", "kernel_kind", "fused_activation", "activation_name", "call_layer"]
 
 L = keras.layers
 #: Activations TFLite fuses into the op before the output is quantized.
@@ -69,6 +69,16 @@ def fused_activation(layer):
     if isinstance(layer, L.Activation):
         return activation_name(layer.activation) in ("relu", "relu6")
     return False
+
+
+def call_layer(layer, inputs, training=None, mask=None):
+    """Calls `layer` with the `training` and `mask` arguments its `call` takes."""
+    kwargs = {}
+    if getattr(layer, "_call_has_training_arg", False):
+        kwargs["training"] = training
+    if mask is not None and getattr(layer, "_call_has_mask_arg", False):
+        kwargs["mask"] = mask
+    return layer(inputs, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="kprune")
@@ -153,15 +163,12 @@ class QuantizeWrapper(L.Wrapper):
         q = self.weight_quantizer(ops.reshape(kernel, self._quantized_shape(shape)), training=training)
         return ops.reshape(q, shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         x = inputs
         if self.input_quantizer is not None:
             x = self.input_quantizer(x, training=training)
         if self.kind is None:
-            if getattr(self.layer, "_call_has_training_arg", False):
-                y = self.layer(x, training=training)
-            else:
-                y = self.layer(x)
+            y = call_layer(self.layer, x, training, mask)
             return self.output_quantizer(y, training=training) if self.output_quantizer else y
         y = self._kernel_op(x, self.quantized_kernel(training))
         activation = self.layer.activation
@@ -196,8 +203,6 @@ class QuantizeWrapper(L.Wrapper):
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
-    def compute_output_spec(self, *args, **kwargs):
-        return self.layer.compute_output_spec(*args, **kwargs)
 
     def get_config(self):
         return {**super().get_config(), "quantize_output": self.quantize_output,
