@@ -25,6 +25,7 @@ tfmot's own names (`kprune.tfmot.quantization.keras`) sit on top of these.
 """
 
 from kprune.quantization.apply import (
+    FoldedBatchNorm,
     QuantizeAnnotate,
     check_not_keras_quantized,
     is_quantization_aware,
@@ -39,6 +40,7 @@ from kprune.quantization.wrapper import QuantizeWrapper
 
 __all__ = [
     "ActivationQuantizer",
+    "FoldedBatchNorm",
     "QuantizeAnnotate",
     "QuantizeWrapper",
     "WeightQuantizer",

@@ -70,8 +70,10 @@ class QuantizeAnnotate(L.Wrapper):
             self.layer.build(input_shape)
         self.built = True
 
-    def call(self, inputs, training=None, mask=None):
-        return call_layer(self.layer, inputs, training, mask)
+    def call(self, inputs, training=None, **kwargs):
+        # `mask` comes in `kwargs` only when the graph recorded one: the
+        # annotated layer can be replaced by the bare layer again.
+        return call_layer(self.layer, inputs, training, kwargs.get("mask"))
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -138,7 +140,7 @@ def quantize_annotate_model(model):
     return prune.clone_layers(model, clone_layer)
 
 
-def quantize_model(model, preserve_sparsity=True):
+def quantize_model(model, preserve_sparsity=True, name_prefix="quant_"):
     """A quantization-aware copy of `model` (every layer quantized).
 
     Args:
@@ -147,6 +149,7 @@ def quantize_model(model, preserve_sparsity=True):
         preserve_sparsity: keep every kernel's zeros exactly zero during
             training (PQAT); False lets training revive them (tfmot's
             `quantize_model`).
+        name_prefix: prefix of the quantized layers' names.
 
     Returns:
         The quantization-aware model: compile and `fit` it, then export with
@@ -165,15 +168,16 @@ def quantize_model(model, preserve_sparsity=True):
     tflite = tflite_export.convert(qat, quantize="int8")
     ```
     """
-    return _apply(model, None, preserve_sparsity)
+    return _apply(model, None, preserve_sparsity, name_prefix)
 
 
-def quantize_apply(model, preserve_sparsity=False):
+def quantize_apply(model, preserve_sparsity=False, name_prefix="quant_"):
     """Quantizes the annotated layers of `model` (see `quantize_annotate_*`).
 
     Args:
         model: a model with `QuantizeAnnotate` layers. Not modified.
         preserve_sparsity: keep every kernel's zeros exactly zero (PQAT).
+        name_prefix: prefix of the quantized layers' names.
 
     Returns:
         The quantization-aware model; unannotated layers stay float.
@@ -193,7 +197,7 @@ def quantize_apply(model, preserve_sparsity=False):
         return _fresh_copy(layer.layer if isinstance(layer, QuantizeAnnotate) else layer)
 
     plain = prune.clone_layers(model, clone_layer)
-    return _apply(plain, annotated, preserve_sparsity)
+    return _apply(plain, annotated, preserve_sparsity, name_prefix)
 
 
 # --------------------------------------------------------------------------
@@ -279,7 +283,7 @@ def _graph(model):
     return producers
 
 
-def _apply(model, only, preserve_sparsity):
+def _apply(model, only, preserve_sparsity, name_prefix="quant_"):
     _check_model(model, "quantize_model" if only is None else "quantize_apply")
     by_name = {l.name: l for l in model.layers}
     producers = _graph(model)
@@ -347,14 +351,14 @@ def _apply(model, only, preserve_sparsity):
             new = layer.__class__.from_config(config)
         if kernel_kind(layer):
             return QuantizeWrapper(new, quantize_output=quantize_output(name, layer), quantize_inputs=fed_by_input,
-                                   preserve_sparsity=preserve_sparsity, name=f"quant_{name}")
+                                   preserve_sparsity=preserve_sparsity, name=f"{name_prefix}{name}")
         if isinstance(layer, PASS_THROUGH):
             if fed_by_input:
-                return QuantizeWrapper(new, quantize_output=False, quantize_inputs=True, name=f"quant_{name}")
+                return QuantizeWrapper(new, quantize_output=False, quantize_inputs=True, name=f"{name_prefix}{name}")
             return new
         if isinstance(layer, (L.Activation, L.Softmax)) and not fused_activation(layer):
             return new  # softmax/sigmoid/tanh: fixed output range in TFLite
-        return QuantizeWrapper(new, quantize_output=True, quantize_inputs=fed_by_input, name=f"quant_{name}")
+        return QuantizeWrapper(new, quantize_output=True, quantize_inputs=fed_by_input, name=f"{name_prefix}{name}")
 
     qat = prune.clone_layers(model, clone_layer)
     new_by_name = {}

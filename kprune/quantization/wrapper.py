@@ -163,12 +163,12 @@ class QuantizeWrapper(L.Wrapper):
         q = self.weight_quantizer(ops.reshape(kernel, self._quantized_shape(shape)), training=training)
         return ops.reshape(q, shape)
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs, training=None, **kwargs):
         x = inputs
         if self.input_quantizer is not None:
             x = self.input_quantizer(x, training=training)
         if self.kind is None:
-            y = call_layer(self.layer, x, training, mask)
+            y = call_layer(self.layer, x, training, kwargs.get("mask"))
             return self.output_quantizer(y, training=training) if self.output_quantizer else y
         y = self._kernel_op(x, self.quantized_kernel(training))
         activation = self.layer.activation
