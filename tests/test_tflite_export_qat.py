@@ -143,16 +143,13 @@ def pqat_cnn(mnist):
 
 def test_int8_file_agrees_with_the_fake_quantized_model_on_1000_digits(pqat_cnn, mnist):
     import tflite_export  # noqa: PLC0415
-    from tflite_export import _runtime, qat as qat_export  # noqa: PLC0415
+    from tflite_export import qat as qat_export  # noqa: PLC0415
 
     _, (x_test, y_test) = mnist
     assert len(x_test) == 1000
     tflite = tflite_export.convert(pqat_cnn, quantize="int8")
     scale, _ = qat_export.output_quantization(tflite)
-    with _runtime.session() as s:
-        m = s.load(tflite)
-        m.set_batch(len(x_test))
-        got = m.run([x_test])[0]
+    got = qat_export.predict(tflite, x_test)
     want = keras.ops.convert_to_numpy(pqat_cnn(x_test, training=False))
     agreement = float(np.mean(got.argmax(1) == want.argmax(1)))
     diff = float(np.max(np.abs(got - want)))
@@ -160,7 +157,7 @@ def test_int8_file_agrees_with_the_fake_quantized_model_on_1000_digits(pqat_cnn,
     # One output step at most (plus float32 rounding of the outputs themselves).
     rounding = 4 * float(np.finfo(np.float32).eps) * max(1.0, float(np.max(np.abs(want))))
     assert diff <= scale + rounding, (diff, scale)
-    assert float(np.mean(got.argmax(1) == y_test)) > 0.8
+    assert float(np.mean(got.argmax(1) == y_test)) > 0.7  # a trained model (short training)
 
     report = tflite_export.inspect(tflite)
     assert len(report.sparse_kernel_ops) == 1  # fc1: 1x16 block-sparse int8, TFLite's sparse kernel

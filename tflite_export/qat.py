@@ -24,9 +24,10 @@ import warnings
 import numpy as np
 
 from kprune import quantization
+from tflite_export._runtime import session
 from tflite_export._source import load_checked, schema
 
-__all__ = ["check_model", "output_quantization"]
+__all__ = ["check_model", "output_quantization", "predict"]
 
 
 def check_model(model, quantize, representative_data=None):
@@ -104,3 +105,23 @@ def _scale(tensor):
         return None
     zero = int(np.atleast_1d(q.zeroPoint)[0]) if q.zeroPoint is not None else 0
     return float(np.atleast_1d(q.scale)[0]), zero
+
+
+def predict(tflite, x):
+    """Runs a one-input .tflite file on the batch `x` (in the LiteRT worker).
+
+    Args:
+        tflite: .tflite bytes or path.
+        x: numpy array `[N, ...]`.
+
+    Returns:
+        The first output, a numpy array `[N, ...]` (float for float outputs).
+
+    Example:
+    >>> accuracy = np.mean(predict(tflite, x_test).argmax(1) == y_test)
+    """
+    x = np.asarray(x, np.float32)
+    with session() as s:
+        model = s.load(tflite)
+        model.set_batch(len(x))
+        return np.asarray(model.run([x])[0])
