@@ -43,9 +43,11 @@ import numpy as np  # noqa: E402
 
 import kprune  # noqa: E402
 import tflite_export  # noqa: E402
-from kprune import demo, quantization  # noqa: E402
+from kprune import quantization  # noqa: E402
+from kprune.cli import demo  # noqa: E402
+from kprune.core import masking  # noqa: E402
 from kprune.data import load_mnist_5k  # noqa: E402
-from kprune.table import format_table  # noqa: E402
+from kprune.utils.table import format_table  # noqa: E402
 from tflite_export import qat as qat_export  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -111,8 +113,6 @@ def run_one(name, build, sparsities, granularity, ignore, seed, data, epochs, ru
 
 def kernel_sweep(sparsities=(0.8, 0.9, 0.95, 0.98), sizes=(512, 2048, 2048, 10), runs=50):
     """int8 1x16 block-sparse vs dense int8 files of one MLP, interleaved (batch 1, 1 thread)."""
-    from kprune import masking  # noqa: PLC0415
-
     rows = []
     x = np.random.default_rng(0).normal(size=(200, sizes[0])).astype("float32")
     for s in sparsities:

@@ -210,7 +210,7 @@ def test_save_and_load_keep_outputs_and_masks(tmp_path):
                                atol=1e-5)
     layer = loaded.get_layer("quant_proj")
     assert np.array_equal(keras.ops.convert_to_numpy(layer.weight_quantizer.mask) == 0, mask)
-    assert isinstance(layer.layer.kernel.constraint, kprune.wrapper.MaskConstraint)
+    assert isinstance(layer.layer.kernel.constraint, kprune.core.wrapper.MaskConstraint)
 
 
 def test_errors_name_the_layer_and_leave_the_model_unchanged():

@@ -40,7 +40,7 @@ def mnist():
 def _int8_kernels(tflite, model):
     """`{layer name: (keras kernel, int8 kernel in Keras layout)}` for every quantized kernel."""
     import tflite_export  # noqa: PLC0415
-    from tflite_export.inspect import tensor_values  # noqa: PLC0415
+    from tflite_export.inspection import tensor_values  # noqa: PLC0415
 
     report = tflite_export.inspect(tflite)
     int8 = [t for t in report.weights if t.dtype == "int8"]

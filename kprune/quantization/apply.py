@@ -17,7 +17,7 @@ returns a **new** model (the caller's is unchanged) in which:
   MaxPooling, Flatten, Reshape, Dropout, ZeroPadding keep their input's range;
 * with `preserve_sparsity=True` (the default, and tfmot's
   `Default8BitPrunePreserveQuantizeScheme`) the zeros of every kernel are kept
-  exactly zero during training (`kprune.wrapper.MaskConstraint`).
+  exactly zero during training (`kprune.core.wrapper.MaskConstraint`).
 
 A layer with weights that QAT cannot cover (LSTM, Embedding, a custom layer,
 SeparableConv, grouped Conv) raises an error naming it; with annotation, leave
@@ -29,9 +29,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune import prune
+from kprune.core import wrapping
 from kprune.quantization.wrapper import QuantizeWrapper, activation_name, call_layer, fused_activation, kernel_kind
-from kprune.wrapper import PruneWrapper
+from kprune.core.wrapper import PruneWrapper
 
 __all__ = ["FoldedBatchNorm", "QuantizeAnnotate", "quantize_annotate_layer", "quantize_annotate_model", "quantize_apply",
            "quantize_model", "check_not_keras_quantized", "is_quantization_aware", "uncovered_layers"]
@@ -137,7 +137,7 @@ def quantize_annotate_model(model):
         new = _fresh_copy(layer)
         return QuantizeAnnotate(new, name=f"quant_annotate_{layer.name}")
 
-    return prune.clone_layers(model, clone_layer)
+    return wrapping.clone_layers(model, clone_layer)
 
 
 def quantize_model(model, preserve_sparsity=True, name_prefix="quant_"):
@@ -196,7 +196,7 @@ def quantize_apply(model, preserve_sparsity=False, name_prefix="quant_"):
     def clone_layer(layer):
         return _fresh_copy(layer.layer if isinstance(layer, QuantizeAnnotate) else layer)
 
-    plain = prune.clone_layers(model, clone_layer)
+    plain = wrapping.clone_layers(model, clone_layer)
     return _apply(plain, annotated, preserve_sparsity, name_prefix)
 
 
@@ -360,7 +360,7 @@ def _apply(model, only, preserve_sparsity, name_prefix="quant_"):
             return new  # softmax/sigmoid/tanh: fixed output range in TFLite
         return QuantizeWrapper(new, quantize_output=True, quantize_inputs=fed_by_input, name=f"{name_prefix}{name}")
 
-    qat = prune.clone_layers(model, clone_layer)
+    qat = wrapping.clone_layers(model, clone_layer)
     new_by_name = {}
     for layer in qat.layers:
         inner = layer.layer if isinstance(layer, QuantizeWrapper) else layer

@@ -47,7 +47,7 @@ class WeightQuantizer(keras.layers.Layer):
             kernel as given to `call`), else one range for the tensor.
         preserve_sparsity: also hold a `mask` variable (the kernel's shape,
             1 = kept), which `QuantizeWrapper` turns into a
-            `kprune.wrapper.MaskConstraint` on the kernel: pruned weights stay
+            `kprune.core.wrapper.MaskConstraint` on the kernel: pruned weights stay
             exactly zero after every optimizer step.
         **kwargs: standard layer arguments.
 

@@ -16,7 +16,7 @@ that the graph TFLite's converter sees is the int8 graph it builds:
   run as they are, with their output quantized.
 
 **Pruning preserved.** With `preserve_sparsity=True` the kernel gets a
-`kprune.wrapper.MaskConstraint` on a mask of its zeros: Keras optimizers apply
+`kprune.core.wrapper.MaskConstraint` on a mask of its zeros: Keras optimizers apply
 it after every update, so pruned weights stay exactly zero during QAT (the
 same mechanism as pruning during `fit`). The symmetric weight range maps 0.0
 to the int8 value 0, so the zeros reach the file exactly.
@@ -28,7 +28,7 @@ import keras
 from keras import ops
 
 from kprune.quantization.quantizers import ActivationQuantizer, WeightQuantizer
-from kprune.wrapper import MaskConstraint
+from kprune.core.wrapper import MaskConstraint
 
 __all__ = ["QuantizeWrapper", "kernel_kind", "fused_activation", "activation_name", "call_layer"]
 

@@ -20,7 +20,7 @@ __all__ = ["Default8BitPrunePreserveQuantizeScheme"]
 class Default8BitPrunePreserveQuantizeScheme(Default8BitQuantizeScheme):
     """tfmot's default 8-bit scheme that keeps the zeros of pruned kernels.
 
-    Every kernel's zeros get a `kprune.wrapper.MaskConstraint`: they stay
+    Every kernel's zeros get a `kprune.core.wrapper.MaskConstraint`: they stay
     exactly zero after every optimizer step, and are the int8 value 0 in the
     exported file.
     """
