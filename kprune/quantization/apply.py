@@ -30,10 +30,12 @@ import keras
 import numpy as np
 
 from kprune.core import wrapping
-from kprune.quantization.wrapper import QuantizeWrapper, activation_name, call_layer, fused_activation, kernel_kind
+from kprune.quantization.wrapper import (QuantizeWrapper, activation_name, call_layer, fused_activation,
+                                         kernel_kind)
 from kprune.core.wrapper import PruneWrapper
 
-__all__ = ["FoldedBatchNorm", "QuantizeAnnotate", "quantize_annotate_layer", "quantize_annotate_model", "quantize_apply",
+__all__ = ["FoldedBatchNorm", "QuantizeAnnotate", "quantize_annotate_layer", "quantize_annotate_model",
+           "quantize_apply",
            "quantize_model", "check_not_keras_quantized", "is_quantization_aware", "uncovered_layers"]
 
 L = keras.layers
@@ -203,9 +205,21 @@ def quantize_apply(model, preserve_sparsity=False, name_prefix="quant_"):
 # --------------------------------------------------------------------------
 
 
+def _all_layers(model):
+    """Every layer in `model`: nested models and wrapped layers included (public attributes only)."""
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        if isinstance(layer, keras.Model):
+            out.extend(_all_layers(layer))
+        elif isinstance(layer, L.Wrapper):
+            out.extend([layer.layer] + _all_layers(layer.layer))
+    return out
+
+
 def check_not_keras_quantized(model, what):
     """Raises kprune's message for a model quantized by Keras' `model.quantize`."""
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _all_layers(model):
         mode = getattr(layer, "quantization_mode", None)
         if mode:
             raise ValueError(
@@ -219,13 +233,13 @@ def check_not_keras_quantized(model, what):
 
 def is_quantization_aware(model):
     """Whether `model` holds `QuantizeWrapper` layers (made by quantize_model/apply)."""
-    return any(isinstance(l, QuantizeWrapper) for l in model._flatten_layers(include_self=False))
+    return any(isinstance(l, QuantizeWrapper) for l in _all_layers(model))
 
 
 def uncovered_layers(model):
     """`(name, type)` of the layers with weights that are neither quantized nor folded."""
     out = []
-    for layer in model._flatten_layers(include_self=False, recursive=False):
+    for layer in model.layers:
         if isinstance(layer, (QuantizeWrapper, L.InputLayer)) or not layer.weights:
             continue
         out.append((layer.name, type(layer).__name__))
