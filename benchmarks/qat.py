@@ -9,8 +9,10 @@ LiteRT latency at batch 1, 1 thread, XNNPACK on, worker CPU time):
 * dense float: the trained model, float32 export;
 * dense QAT int8: `kprune.quantization.quantize_model` + 1 epoch, int8 export
   with the trained ranges;
-* pruned + PTQ int8: pruned during fit (`PolynomialDecay` to the target),
-  stripped, post-training int8 (200 calibration samples);
+* pruned + PTQ int8: pruned during fit with kprune's short recipe
+  (`kprune.cli.demo.SHORT_RECIPE`: 4 epochs, `PolynomialDecay` ramp over the
+  first 2/3, Adam 1e-3), stripped, post-training int8 (200 calibration
+  samples);
 * PQAT int8: the same pruned model, `quantize_model` (zeros kept) + the same
   1 epoch as dense QAT, int8 export.
 
@@ -29,6 +31,7 @@ machine: the load average is printed.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -87,12 +90,15 @@ def run_one(name, build, sparsities, granularity, ignore, seed, data, epochs, ru
     qat = fit(quantization.quantize_model(dense), x, y, epochs["qat"], 1e-4)
     rows["dense QAT int8"] = measure(tflite_export.convert(qat, quantize="int8"), xt, yt, runs)
     results = {}
-    steps = int(np.ceil(len(x) / 64)) * epochs["prune"]
+    recipe = dataclasses.replace(demo.SHORT_RECIPE, prune_epochs=epochs["prune"])
+    steps_per_epoch = int(np.ceil(len(x) / 64))
     for s in sparsities:
         out = dict(rows)
-        schedule = kprune.PolynomialDecay(0.0, s, begin_step=0, end_step=max(1, int(steps * 0.7)), frequency=10)
-        pruned = kprune.prune_low_magnitude(dense, schedule, granularity=granularity, ignore=ignore)
-        fit(pruned, x, y, epochs["prune"], 3e-4, callbacks=[kprune.PruningCallback()])
+        pruned = kprune.prune_low_magnitude(dense, recipe.schedule(s, steps_per_epoch), granularity=granularity,
+                                            ignore=ignore)
+        pruned.compile(recipe.optimizer(steps_per_epoch), LOSS, metrics=["accuracy"])
+        pruned.fit(x, y, epochs=recipe.prune_epochs, batch_size=64, verbose=0,
+                   callbacks=[kprune.PruningCallback()])
         stripped = kprune.strip_pruning(pruned)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -159,11 +165,11 @@ def main(argv=None):
     configs = []
     if "cnn" in models or args.quick:
         configs.append(("demo CNN", cnn, (0.8, 0.9), kprune.Block((16, 1)), ["conv1"],
-                        {"dense": 3, "prune": 2, "qat": 1}, (x, y), (xt, yt)))
+                        {"dense": 3, "prune": 4, "qat": 1}, (x, y), (xt, yt)))
     if "mobilenet" in models and not args.quick:
         pad = lambda a: np.pad(a, ((0, 0), (2, 2), (2, 2), (0, 0)))  # noqa: E731
         configs.append(("MobileNetV2 32x32", mobilenet_v2, (0.8,), None, None,
-                        {"dense": 5, "prune": 2, "qat": 1}, (pad(x), y), (pad(xt), yt)))
+                        {"dense": 5, "prune": 4, "qat": 1}, (pad(x), y), (pad(xt), yt)))
     seeds, runs = args.seeds, 50
     if args.quick:
         configs = [(n, b, (0.8,), g, i, {"dense": 2, "prune": 1, "qat": 1}, (tr[0][:2000], tr[1][:2000]), te)
