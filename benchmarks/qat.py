@@ -16,9 +16,9 @@ LiteRT latency at batch 1, 1 thread, XNNPACK on, worker CPU time):
 * PQAT int8: the same pruned model, `quantize_model` (zeros kept) + the same
   1 epoch as dense QAT, int8 export.
 
-Models: the demo CNN (kprune.demo.build_cnn) at 80% and 90% (Dense and conv2
-kernels pruned with kprune.Block((16, 1)), the int8 sparse FullyConnected
-pattern; conv1 is too small for the block and stays dense) and
+Models: the demo CNN (kprune.cli.demo.build_cnn) at 80% and 90%
+(unstructured, as `kprune demo`; notebook 10 shows kprune.Block((16, 1)) and
+the int8 sparse FullyConnected kernel) and
 keras.applications.MobileNetV2 (alpha 0.35, weights=None, 32x32x1 inputs:
 the digits zero-padded) at 80% (unstructured: its 1x1 kernels are stored CSR,
 which int8 XNNPACK rejects, so the file falls back to dense weights).
@@ -164,7 +164,7 @@ def main(argv=None):
     models = args.models.split(",")
     configs = []
     if "cnn" in models or args.quick:
-        configs.append(("demo CNN", cnn, (0.8, 0.9), kprune.Block((16, 1)), ["conv1"],
+        configs.append(("demo CNN", cnn, (0.8, 0.9), None, None,
                         {"dense": 3, "prune": 4, "qat": 1}, (x, y), (xt, yt)))
     if "mobilenet" in models and not args.quick:
         pad = lambda a: np.pad(a, ((0, 0), (2, 2), (2, 2), (0, 0)))  # noqa: E731
