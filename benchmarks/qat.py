@@ -75,7 +75,7 @@ def fit(model, x, y, epochs, lr, callbacks=(), batch_size=64):
 
 
 def measure(tflite, x_test, y_test, runs):
-    logits = qat_export.predict(tflite, x_test)
+    logits = qat_export.predict(tflite, x_test, batch_size=1)  # batch 1, as phones (and some int8 CSR files)
     accuracy = float(np.mean(logits.argmax(1) == y_test))
     latency = tflite_export.benchmark(tflite, runs=runs, warmup=5, repeats=5, clock="cpu").median_ms
     return {"accuracy": accuracy, "bytes": len(tflite), "ms": latency}
@@ -153,6 +153,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--models", default="cnn,mobilenet", help="comma-separated: cnn, mobilenet")
     p.add_argument("--json", default=None, help="write the per-seed results here")
+    p.add_argument("--no-kernel-sweep", action="store_true")
     p.add_argument("--kernel-sweep-only", action="store_true",
                    help="only the int8 1x16 sparse vs dense int8 latency sweep")
     args = p.parse_args(argv)
@@ -197,7 +198,7 @@ def main(argv=None):
             if name == "demo CNN" and abs(s - 0.8) < 1e-9:
                 verdicts.append((f"{name} 80%: PQAT {pq:.2%} within 0.5 pp of dense QAT {dq:.2%} "
                                  f"({(pq - dq) * 100:+.2f} pp)", pq >= dq - 0.005))
-    if not args.quick:
+    if not args.quick and not args.no_kernel_sweep:
         kernel_sweep()
     print("\nTargets:")
     for text, ok in verdicts:
