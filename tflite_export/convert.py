@@ -504,11 +504,15 @@ def _layer_from_scope(scope, names, model_name):
 
 def _xnnpack_prepare_error(data):
     """Returns the XNNPACK prepare error of `data`, or None when it prepares."""
-    from tflite_export._runtime import InterpreterCrash, session
+    from tflite_export._runtime import InterpreterCrash, random_inputs, session
 
     try:
         with session() as s:
-            s.load(data, "converted model")
+            model = s.load(data, "converted model")
+            # One invoke too: XNNPACK can load a file with int8 CSR weights and
+            # still fail to delegate their FULLY_CONNECTED at the first run.
+            model.set_batch(1)
+            model.run(random_inputs(model, 1))
     except (ValueError, InterpreterCrash) as e:
         return str(e).splitlines()[0][:300]
     return None
