@@ -194,6 +194,11 @@ def main(argv=None):
             print(f"\n{name} at {s:.0%} sparsity (mean of {seeds} seed(s)):")
             print(format_table(["variant", "accuracy", "KiB", "size vs float", "ms (cpu)", "vs dense int8"], table))
             pq, ptq, dq = (mean[v]["accuracy"] for v in ("PQAT int8", "pruned + PTQ int8", "dense QAT int8"))
+            if mean["dense float"]["accuracy"] < 0.5:
+                # The baseline did not train: no comparison means anything.
+                verdicts.append((f"{name} {s:.0%}: dense float only {mean['dense float']['accuracy']:.2%} "
+                                 f"(not trained): no verdict", None))
+                continue
             verdicts.append((f"{name} {s:.0%}: PQAT {pq:.2%} >= pruned+PTQ {ptq:.2%}", pq >= ptq))
             if name == "demo CNN" and abs(s - 0.8) < 1e-9:
                 verdicts.append((f"{name} 80%: PQAT {pq:.2%} within 0.5 pp of dense QAT {dq:.2%} "
@@ -202,7 +207,7 @@ def main(argv=None):
         kernel_sweep()
     print("\nTargets:")
     for text, ok in verdicts:
-        print(f"  {'PASS' if ok else 'MISS'}  {text}")
+        print(f"  {'INVALID' if ok is None else 'PASS' if ok else 'MISS'}  {text}")
     print(f"\ntotal {time.time() - start:.0f} s; load average {os.getloadavg()[0]:.1f}")
     if args.json:
         with open(args.json, "w") as f:
