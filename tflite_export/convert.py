@@ -35,6 +35,7 @@ import warnings
 
 import numpy as np
 
+from tflite_export import qat
 from tflite_export.recurrent import with_static_batch
 
 SPARSITY_MODES = ("auto", "dense", "sparse")
@@ -89,7 +90,9 @@ def convert(
         quantize: `None` (float32), `"dynamic"` (int8 weights, float
             activations), `"float16"` (float16 weights) or `"int8"` (full
             integer with float inputs/outputs; needs `representative_data`;
-            pairs with `kprune.Block((16, 1))` for the sparse kernel).
+            pairs with `kprune.Block((16, 1))` for the sparse kernel). A
+            quantization-aware model (`kprune.quantization`) needs `"int8"`
+            and no `representative_data`: its trained ranges are used.
         representative_data: calibration inputs for `"int8"`: a numpy array
             `[N, ...]`, a list/tuple of arrays (one per model input, in
             `model.inputs` order), a dict `{input name: array}`, or a
@@ -132,7 +135,9 @@ def convert(
             f"model {model.name!r} is not built (it has no weights): call it "
             f"on data or build it before converting."
         )
-    rep = _representative_dataset(representative_data, quantize, model)
+    # Quantization-aware models carry their int8 ranges (tflite_export/qat.py).
+    trained_ranges = qat.check_model(model, quantize, representative_data)
+    rep = None if trained_ranges else _representative_dataset(representative_data, quantize, model)
     # Recurrent layers need a static batch size for TFLite builtins (recurrent.py).
     model = with_static_batch(_with_list_inputs(strip_if_pruned(model)))
     sparse = _decide_sparsity(model, sparsity, quantize)
@@ -499,11 +504,15 @@ def _layer_from_scope(scope, names, model_name):
 
 def _xnnpack_prepare_error(data):
     """Returns the XNNPACK prepare error of `data`, or None when it prepares."""
-    from tflite_export._runtime import InterpreterCrash, session
+    from tflite_export._runtime import InterpreterCrash, random_inputs, session
 
     try:
         with session() as s:
-            s.load(data, "converted model")
+            model = s.load(data, "converted model")
+            # One invoke too: XNNPACK can load a file with int8 CSR weights and
+            # still fail to delegate their FULLY_CONNECTED at the first run.
+            model.set_batch(1)
+            model.run(random_inputs(model, 1))
     except (ValueError, InterpreterCrash) as e:
         return str(e).splitlines()[0][:300]
     return None

@@ -99,6 +99,7 @@ Where kprune deliberately behaves differently from tfmot (one line each):
 """
 
 from kprune.tfmot import sparsity
+from kprune.tfmot import experimental, quantization
 
 __all__ = ["sparsity"]
 
