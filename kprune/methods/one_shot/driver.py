@@ -378,6 +378,7 @@ def _fingerprint(batches):
 
 
 def _report(model, config, masks, left_dense, unwrapped, n_batches, verbose):
+    left_dense = list(dict.fromkeys(left_dense))  # a tied embedding is seen twice
     if left_dense or unwrapped:
         lines = []
         if left_dense:

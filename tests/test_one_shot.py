@@ -1,0 +1,154 @@
+"""Block-by-block one-shot pruning (kprune.methods.one_shot.driver): the same
+result as layer-by-layer passes, work linear in depth, resumable runs, the
+memory check before any work, in-place pruning."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import kprune
+from kprune.methods.one_shot import blocks, capture, driver
+from conftest import assert_unchanged, weights_of
+
+
+@keras.saving.register_keras_serializable("test_one_shot")
+class Block(keras.layers.Layer):
+    """A residual MLP block with a keyword argument, like a transformer layer."""
+
+    def __init__(self, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.up = keras.layers.Dense(2 * dim, activation="relu", name="up")
+        self.gate = keras.layers.Dense(2 * dim, name="gate")
+        self.down = keras.layers.Dense(dim, name="down")
+
+    def build(self, input_shape):
+        self.up.build(input_shape)
+        self.gate.build(input_shape)
+        self.down.build(input_shape[:-1] + (2 * self.dim,))
+
+    def call(self, x, padding_mask=None):
+        h = self.down(self.up(x) * self.gate(x))
+        if padding_mask is not None:
+            h = h * keras.ops.cast(padding_mask, h.dtype)[..., None]
+        return x + h
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim}
+
+
+def block_model(depth, dim=16, seed=0):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((6, 8), name="x")
+    pm = keras.Input((6,), name="padding_mask")
+    h = keras.layers.Dense(dim, name="stem")(x)
+    for i in range(depth):
+        h = Block(dim, name=f"block_{i}")(h, padding_mask=pm)
+    return keras.Model({"x": x, "padding_mask": pm}, keras.layers.Dense(4, name="head")(h))
+
+
+def calib(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    pm = np.ones((n, 6), "float32")
+    pm[:, -2:] = 0
+    return {"x": rng.normal(size=(n, 6, 8)).astype("float32"), "padding_mask": pm}
+
+
+def kernels(model):
+    return {v.path: keras.ops.convert_to_numpy(v) for v in model.weights if v.path.endswith("kernel")}
+
+
+def test_blocks_of_a_functional_chain_are_found_with_pre_and_post_layers():
+    model = block_model(3)
+    candidates, _ = blocks.find_units(model, None)
+    plan = blocks.discover(model, candidates, blocks.find_blocks(model), calib(4))
+    assert [b.name for b in plan.blocks] == ["block_0", "block_1", "block_2"]
+    assert [[l.name for l, _ in units] for units in plan.block_units] == [["up", "gate", "down"]] * 3
+    assert [l.name for l, _ in plan.pre] == ["stem"] and [l.name for l, _ in plan.post] == ["head"]
+    # up and gate read the same tensor: one capture pass serves both
+    assert [[l.name for l in g] for g in blocks.groups(plan.block_units[0], plan.counts)] == [
+        ["up", "gate"], ["down"]]
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_block_by_block_equals_layer_by_layer_and_caller_unchanged(method, monkeypatch):
+    model = block_model(3)
+    before, config = weights_of(model), model.get_config()
+    by_block = kernels(kprune.prune_post_training(model, calib(), method, batch_size=8, verbose=0))
+    assert_unchanged(model, before, config)
+    monkeypatch.setattr(driver, "find_blocks", lambda m: [])
+    by_layer = kernels(kprune.prune_post_training(model, calib(), method, batch_size=8, verbose=0))
+    assert by_block.keys() == by_layer.keys()
+    for path, value in by_block.items():
+        np.testing.assert_array_equal(value == 0, by_layer[path] == 0, err_msg=path)
+        np.testing.assert_allclose(value, by_layer[path], rtol=1e-4, atol=1e-5, err_msg=path)
+        assert (value == 0).mean() == 0.5
+
+
+def count_block_calls(model, method):
+    counts = {}
+
+    def before(layer, args, kwargs):
+        counts[layer.name] = counts.get(layer.name, 0) + 1
+
+    copy = block_model(len(blocks.find_blocks(model)))
+    with capture.intercept(blocks.find_blocks(copy), before=before):
+        kprune.prune_post_training(copy, calib(), method, batch_size=8, in_place=True, verbose=0)
+    return counts
+
+
+def test_every_block_runs_the_same_number_of_times_whatever_the_depth():
+    """The work per block does not grow with depth (time linear in depth)."""
+    shallow = count_block_calls(block_model(2), "sparsegpt")
+    deep = count_block_calls(block_model(5), "sparsegpt")
+    # per batch: capture passes of its 2 layer groups, one pass for its
+    # outputs, and (for the layers after the blocks) one whole-model pass;
+    # block 0 also caches its inputs, the last one gives no outputs
+    assert set(deep.values()) == set(shallow.values())
+    assert sorted(deep.values())[1:-1] == [deep["block_1"]] * 3
+    assert max(deep.values()) <= 1 + 3 * (2 + 1 + 1) + 3
+
+
+def test_checkpoint_dir_resumes_without_redoing_finished_blocks(tmp_path, monkeypatch):
+    model = block_model(3)
+    first = kernels(kprune.prune_post_training(model, calib(), "sparsegpt", batch_size=8,
+                                               checkpoint_dir=tmp_path, verbose=0))
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".npz")) == [
+        "block_0000.npz", "block_0001.npz", "block_0002.npz"]
+    os.remove(tmp_path / "block_0002.npz")  # as if interrupted during the last block
+    calls = []
+    original = driver.prune_layer
+    monkeypatch.setattr(driver, "prune_layer", lambda layer, *a, **k: (
+        calls.append(layer.path), original(layer, *a, **k))[1])
+    second = kernels(kprune.prune_post_training(model, calib(), "sparsegpt", batch_size=8,
+                                                checkpoint_dir=tmp_path, verbose=0))
+    assert sorted(p.split("/")[-1] for p in calls if "block" in p) == ["down", "gate", "up"]
+    assert all("block_2" in p for p in calls if "block" in p)
+    for path, value in first.items():
+        np.testing.assert_allclose(second[path], value, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="other settings"):
+        kprune.prune_post_training(model, calib(), "wanda", batch_size=8,
+                                   checkpoint_dir=tmp_path, verbose=0)
+
+
+def test_memory_estimate_refuses_before_any_work(tmp_path):
+    model = block_model(2)
+    before, config = weights_of(model), model.get_config()
+    with pytest.raises(MemoryError, match="in_place=True"):
+        kprune.prune_post_training(model, calib(), "sparsegpt", max_memory=1000,
+                                   checkpoint_dir=tmp_path / "ckpt", in_place=True, verbose=0)
+    assert_unchanged(model, before, config)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_in_place_writes_into_the_model_and_returns_it():
+    model = block_model(2)
+    expected = kernels(kprune.prune_post_training(model, calib(), "wanda", batch_size=8, verbose=0))
+    same = kprune.prune_post_training(model, calib(), "wanda", batch_size=8, in_place=True,
+                                      verbose=0)
+    assert same is model
+    got = kernels(model)
+    for path, value in expected.items():
+        np.testing.assert_array_equal(got[path.replace("prune_low_magnitude_", "")] == 0, value == 0)
