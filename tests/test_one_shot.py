@@ -152,3 +152,53 @@ def test_in_place_writes_into_the_model_and_returns_it():
     got = kernels(model)
     for path, value in expected.items():
         np.testing.assert_array_equal(got[path.replace("prune_low_magnitude_", "")] == 0, value == 0)
+
+
+# --------------------------------------------------------------------------
+# Sparse and quantized: SparseGPT's joint mode
+# --------------------------------------------------------------------------
+
+
+def test_joint_sweep_puts_kept_weights_on_the_channel_grid():
+    from kprune.methods.one_shot.sparsegpt import channel_scales, sparsegpt
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 32))
+    w = rng.normal(size=(32, 8))
+    mask, new = sparsegpt(w, x.T @ x, 0.5, quantize="int4")
+    scales = channel_scales(w.T, "int4")
+    q = new * scales[None, :]
+    np.testing.assert_allclose(q, np.round(q), atol=1e-6)
+    assert q.min() >= -8 - 1e-6 and q.max() <= 7 + 1e-6
+    assert (new[~mask] == 0).all() and mask.mean() == 0.5
+    # rounding inside the sweep beats rounding after it (the OBS update absorbs both errors)
+    _, sparse = sparsegpt(w, x.T @ x, 0.5)
+    after = np.clip(np.round(sparse * scales), -8, 7) / scales
+    assert np.linalg.norm(x @ (w - new)) < np.linalg.norm(x @ (w - after))
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_joint_mode_gives_keras_quantized_layers_with_the_zeros(mode):
+    model = block_model(2)
+    data = calib()
+    sparse = kprune.prune_post_training(model, data, "sparsegpt", batch_size=8, verbose=0)
+    joint = kprune.prune_post_training(model, data, "sparsegpt", batch_size=8, quantize=mode,
+                                       verbose=0)
+    assert not isinstance(joint, kprune.PrunedModel)
+    inner = {l.path: l for l in joint._flatten_layers() if isinstance(l, keras.layers.Dense)}
+    for name in ("block_0/up", "block_1/down", "stem", "head"):
+        layer = inner[name]
+        assert layer.quantization_mode == mode
+        q = keras.ops.convert_to_numpy(layer._kernel)
+        if mode == "int4":
+            q = keras.ops.convert_to_numpy(keras.quantizers.unpack_int4(
+                layer._kernel, layer.units, axis=-1))
+        assert (q == 0).mean() >= 0.5
+    dense = keras.ops.convert_to_numpy(model(data))
+    err_sparse = np.linalg.norm(keras.ops.convert_to_numpy(sparse(data)) - dense)
+    err_joint = np.linalg.norm(keras.ops.convert_to_numpy(joint(data)) - dense)
+    # rounding costs little on top of pruning (on this tiny random model,
+    # where a small change of a layer's inputs changes later masks)
+    assert err_joint < (1.25 if mode == "int8" else 1.5) * err_sparse
+    with pytest.raises(ValueError, match="joint mode"):
+        kprune.prune_post_training(model, data, "wanda", quantize=mode, verbose=0)

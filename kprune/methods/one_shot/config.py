@@ -6,10 +6,13 @@ import dataclasses
 
 from kprune.core import checks, masking
 
-__all__ = ["METHODS", "COMPARISONS", "OneShotConfig"]
+__all__ = ["METHODS", "COMPARISONS", "QUANTIZE", "OneShotConfig"]
 
 #: The one-shot methods, and whether each needs calibration data.
 METHODS = {"magnitude": False, "wanda": True, "sparsegpt": True}
+
+#: The joint quantization modes (Keras' own int8 / int4 layers).
+QUANTIZE = (None, "int8", "int4")
 
 #: Wanda's comparison groups for unstructured sparsity.
 COMPARISONS = ("auto", "output", "layer")
@@ -25,9 +28,11 @@ class OneShotConfig:
     damping: float
     block_size: int
     comparison: str
+    quantize: object = None
 
     @classmethod
-    def from_arguments(cls, method, sparsity, granularity, damping, block_size, comparison):
+    def from_arguments(cls, method, sparsity, granularity, damping, block_size, comparison,
+                       quantize=None):
         """Checks and normalises the arguments.
 
         Raises:
@@ -51,8 +56,16 @@ class OneShotConfig:
         if comparison not in COMPARISONS:
             raise ValueError(
                 f"comparison must be 'auto', 'output' or 'layer', got {comparison!r}.")
+        if quantize not in QUANTIZE:
+            raise ValueError(
+                f"quantize must be None, 'int8' or 'int4', got {quantize!r}.")
+        if quantize is not None and method != "sparsegpt":
+            raise ValueError(
+                f"quantize={quantize!r} is SparseGPT's joint mode (pruning and rounding in "
+                f"one column sweep); use method='sparsegpt', or call model.quantize(...) "
+                f"after method={method!r}.")
         return cls(method, float(sparsity), granularity, float(damping), int(block_size),
-                   comparison)
+                   comparison, quantize)
 
     @property
     def needs_data(self):
@@ -62,4 +75,5 @@ class OneShotConfig:
         """A JSON-serialisable description (for checkpoints)."""
         return {"method": self.method, "sparsity": self.sparsity,
                 "granularity": repr(self.granularity), "damping": self.damping,
-                "block_size": self.block_size, "comparison": self.comparison}
+                "block_size": self.block_size, "comparison": self.comparison,
+                "quantize": self.quantize}

@@ -68,6 +68,7 @@ def prune_post_training(
     in_place=False,
     checkpoint_dir=None,
     max_memory=None,
+    quantize=None,
     verbose=1,
 ):
     """Prunes a trained model one-shot, block by block, without retraining.
@@ -112,6 +113,14 @@ def prune_post_training(
         max_memory: bytes the run may add to the loaded model (default: the
             memory the system reports available). The estimate is checked
             before any work.
+        quantize: None (default), `"int8"` or `"int4"`: SparseGPT's joint
+            mode: every pruned layer's kept weights are also rounded to
+            Keras' symmetric per-output-channel grid in the same column
+            sweep, and the layer becomes Keras' own weight-only quantized
+            layer (`layer.quantize("int8" | "int4")`, int4 per channel,
+            `block_size=-1`); its zeros are exact zeros of the integer
+            kernel. The result has no mask variables (see
+            docs/one_shot.md, "Sparse and quantized").
         verbose: 1 shows progress (per block, or per layer for a model
             without blocks) and a one-line summary, 0 is silent.
 
@@ -143,7 +152,7 @@ def prune_post_training(
     ```
     """
     config = OneShotConfig.from_arguments(method, sparsity, granularity, damping, block_size,
-                                          comparison)
+                                          comparison, quantize)
     checks.check_bool("in_place", in_place)
     if max_memory is not None:
         checks.check_int("max_memory", max_memory, lo=1)
@@ -182,7 +191,8 @@ def prune_post_training(
         activation = plan.first_block_input.nbytes * len(batches)
     estimate = Estimate(weight_bytes(model.weights),
                         weight_bytes([u.kernel for u in units]), views.values(), in_place,
-                        activation, config.method, wrap=_nested(model, units))
+                        activation, config.method,
+                        wrap=_nested(model, units) and config.quantize is None)
     check_memory(estimate, max_memory)
 
     # The one model written to.
@@ -209,7 +219,7 @@ def prune_post_training(
             _run_whole(work, order, counts, batches, pruner, bar)
 
     unwrapped = []
-    if in_place:
+    if in_place or config.quantize is not None:
         pruned = work
     elif _nested(work, units):
         ids = {id(u.kernel) for u in units}
@@ -242,11 +252,28 @@ class _LayerPruner:
         new = new.astype(kernel.dtype)
         layer.kernel.assign(new)
         self.masks[id(layer.kernel)] = (np.packbits(mask.ravel()), mask.shape)
+        if self.config.quantize is not None:
+            quantize_layer(layer, self.config.quantize)
         return new, mask
 
     def restore(self, layer, kernel, mask):
         layer.kernel.assign(kernel)
         self.masks[id(layer.kernel)] = (np.packbits(np.asarray(mask, bool).ravel()), mask.shape)
+        if self.config.quantize is not None:
+            quantize_layer(layer, self.config.quantize)
+
+
+def quantize_layer(layer, mode):
+    """Turns `layer` into Keras' own weight-only `mode` layer (int4: per channel).
+
+    Its kernel already holds values on Keras' grid (the joint sweep), so
+    Keras' rounding keeps them, and zeros stay zeros.
+    """
+    if mode == "int8":
+        config = keras.quantizers.Int8QuantizationConfig(activation_quantizer=None)
+    else:
+        config = keras.quantizers.Int4QuantizationConfig(activation_quantizer=None, block_size=-1)
+    layer.quantize(mode, config=config)
 
 
 def prune_layer(layer, view, w2, stats, config, per_output_auto=True):
@@ -271,7 +298,7 @@ def prune_layer(layer, view, w2, stats, config, per_output_auto=True):
     else:
         try:
             mask2, new2 = sparsegpt(w2, stats, sparsity, granularity, config.block_size,
-                                    config.damping, view.in_length)
+                                    config.damping, view.in_length, config.quantize)
         except np.linalg.LinAlgError as e:
             raise ValueError(
                 f"SparseGPT: X^T X of layer '{layer.path}' is not positive "

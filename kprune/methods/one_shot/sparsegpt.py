@@ -4,15 +4,27 @@ weight's error spread over the not yet visited inputs (the OBS update)."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from kprune.core import masking
 from kprune.methods.one_shot.magnitude import select
 
-__all__ = ["sparsegpt"]
+__all__ = ["sparsegpt", "channel_scales", "VALUE_RANGES"]
 
 
-def sparsegpt(w, hessian, sparsity, granularity=None, block_size=128, damping=0.01, in_length=None):
+#: Keras' symmetric per-channel ranges (`keras.quantizers.AbsMaxQuantizer`).
+VALUE_RANGES = {"int8": (-127, 127), "int4": (-8, 7)}
+
+
+def channel_scales(w_rows, mode):
+    """Keras' per-output-channel scales `hi / (max |w| + epsilon)` of `[out, in]` rows."""
+    hi = VALUE_RANGES[mode][1]
+    return hi / (np.max(np.abs(w_rows), axis=1) + keras.config.epsilon())
+
+
+def sparsegpt(w, hessian, sparsity, granularity=None, block_size=128, damping=0.01, in_length=None,
+              quantize=None):
     """SparseGPT (Frantar & Alistarh 2023) on one `[in, out]` matrix.
 
     Args:
@@ -27,6 +39,13 @@ def sparsegpt(w, hessian, sparsity, granularity=None, block_size=128, damping=0.
         block_size: inputs per lazy batch (the paper's B = 128).
         damping: added to the diagonal as `damping * mean(diag H)`.
         in_length: as for `select` (N:M groups).
+        quantize: None, `"int8"` or `"int4"`: SparseGPT's joint mode. Every
+            kept weight is also rounded, in the same column sweep, to Keras'
+            symmetric per-output-channel grid (`scale = hi / max |w|` of the
+            channel before the sweep, `q = clip(round(w * scale), lo, hi)`,
+            `[-127, 127]` or `[-8, 7]`), and its rounding error is spread
+            like a pruning error. The returned weights are the dequantized
+            values `q / scale`.
 
     Returns:
         `(mask, w_new)`: bool `[in, out]` and the reconstructed weights,
@@ -51,6 +70,15 @@ def sparsegpt(w, hessian, sparsity, granularity=None, block_size=128, damping=0.
     h[np.diag_indices(cols)] += damping * np.mean(np.diag(h))
     # U: upper Cholesky factor of H^-1 (H^-1 = U^T U).
     u = np.linalg.cholesky(np.linalg.inv(h)).T
+    if quantize is not None:
+        lo, hi = VALUE_RANGES[quantize]
+        scales = channel_scales(weights, quantize)
+
+        def rounded(v):
+            return np.clip(np.round(v * scales), lo, hi) / scales
+    else:
+        def rounded(v):
+            return v
     length = cols if in_length is None else int(in_length)
     mask = np.ones((rows, cols), dtype=bool)
     nm = isinstance(granularity, masking.NM)
@@ -70,7 +98,7 @@ def sparsegpt(w, hessian, sparsity, granularity=None, block_size=128, damping=0.
                 scores = w1[:, i:i + g] ** 2 / diag[None, i:i + g] ** 2
                 mask[:, col:col + g] = masking.compute_mask(
                     scores, sparsity, granularity, masking.Layout(in_axis=-1, out_axis=0))
-            q = np.where(mask[:, col], w1[:, i], 0.0)
+            q = np.where(mask[:, col], rounded(w1[:, i]), 0.0)
             e = (w1[:, i] - q) / diag[i]
             w1[:, i:] -= np.outer(e, u1[i, i:])
             w1[:, i] = q
