@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 
 import kprune  # noqa: E402
 from kprune.data import load_mnist_5k  # noqa: E402
+from kprune.methods.one_shot.driver import quantize_layer  # noqa: E402
 from kprune.utils.table import format_table  # noqa: E402
 
 METHODS = ["magnitude", "wanda", "sparsegpt"]
@@ -227,6 +228,36 @@ def run_lm(quick, timings):
                                                 batch_size=32)
             results[(method, setting)] = perplexity(pruned, xt, yt)
             timings.append(["stdlib_lm", method, setting, f"{seconds:.2f}", f"{peak:.1f}"])
+    # Sparse + 4-bit: SparseGPT's joint mode next to 4-bit alone and 50% alone,
+    # on the same layers (the blocks' projections; embeddings and lm_head dense).
+    joint = {}
+    for label, kwargs in [
+        ("int4 RTN alone (Keras layer.quantize)", None),
+        ("int4 alone (joint sweep at 0%)", dict(sparsity=0.0, quantize="int4")),
+        ("sparsegpt 50% alone", dict(sparsity=0.5)),
+        ("sparsegpt 50% + int4 (joint)", dict(sparsity=0.5, quantize="int4")),
+        ("sparsegpt 2:4 + int4 (joint)", dict(granularity=kprune.NM(2, 4), quantize="int4")),
+    ]:
+        start = time.perf_counter()
+        if kwargs is None:  # round to nearest: the same layers, Keras' own per-channel int4
+            rtn = kprune.prune_post_training(model, calib, "magnitude", sparsity=0.0,
+                                             ignore=ignore, verbose=0)
+            rtn = kprune.strip_pruning(rtn)
+            for layer in rtn._flatten_layers():
+                if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)) and \
+                        layer.name != "lm_head":
+                    quantize_layer(layer, "int4")
+            result = rtn
+        else:
+            result = kprune.prune_post_training(model, calib, "sparsegpt", ignore=ignore,
+                                                batch_size=32, verbose=0, **kwargs)
+        seconds = time.perf_counter() - start
+        joint[label] = perplexity(result, xt, yt)
+        timings.append(["stdlib_lm", label, "", f"{seconds:.2f}", "-"])
+    results["joint"] = joint
+    print(f"\n2b. Sparse + 4-bit (same LM; int4 = Keras' weight-only per-channel int4 layers; "
+          f"dense perplexity {dense:.3f}):")
+    print(format_table(["setting", "perplexity"], [[k, f"{v:.3f}"] for k, v in joint.items()]))
     rows = [["dense", "-", "0%", f"{dense:.3f}", f"{PAPER_LLAMA2_7B[('dense', None)]:.2f}"]]
     for setting in ("50%", "2:4"):
         for method in METHODS:

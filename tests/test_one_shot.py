@@ -202,3 +202,78 @@ def test_joint_mode_gives_keras_quantized_layers_with_the_zeros(mode):
     assert err_joint < (1.25 if mode == "int8" else 1.5) * err_sparse
     with pytest.raises(ValueError, match="joint mode"):
         kprune.prune_post_training(model, data, "wanda", quantize=mode, verbose=0)
+
+
+# --------------------------------------------------------------------------
+# Sharded models: keras.distribution.ModelParallel on JAX
+# --------------------------------------------------------------------------
+
+
+MODEL_PARALLEL = """
+import json
+import jax, keras, numpy as np
+import kprune
+
+assert len(jax.devices()) == 2, jax.devices()
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 8, 16)).astype("float32")
+
+def transformer():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 16))
+    a = keras.layers.MultiHeadAttention(4, 8, name="attn")(inp, inp, use_causal_mask=True)
+    h = keras.layers.LayerNormalization(name="ln")(inp + a)
+    m = keras.layers.Dense(64, activation="gelu", name="up")(h)
+    h = h + keras.layers.Dense(16, name="down")(m)
+    return keras.Model(inp, keras.layers.Dense(8, name="head")(h))
+
+def run(distribution, method):
+    keras.distribution.set_distribution(distribution)
+    model = transformer()
+    kprune.prune_post_training(model, x, method, batch_size=16, in_place=True, verbose=0)
+    kernels = {v.path: v for v in model.weights if v.path.endswith("kernel")}
+    masks = {p: (keras.ops.convert_to_numpy(v) != 0).tolist() for p, v in kernels.items()}
+    layout = {p: [len(v.value.sharding.device_set), list(v.value.sharding.spec)]
+              for p, v in kernels.items() if hasattr(v.value.sharding, "spec")}
+    keras.distribution.set_distribution(None)
+    return masks, layout
+
+mesh = keras.distribution.DeviceMesh((1, 2), ["batch", "model"], devices=jax.devices())
+layout_map = keras.distribution.LayoutMap(mesh)
+layout_map["attn/(query|key|value)/kernel"] = (None, "model", None)
+layout_map["attn/attention_output/kernel"] = ("model", None, None)
+layout_map["up/kernel"] = (None, "model")
+layout_map["down/kernel"] = ("model", None)
+out = {}
+for method in ["magnitude", "wanda", "sparsegpt"]:
+    single, _ = run(None, method)
+    sharded, layout = run(keras.distribution.ModelParallel(layout_map=layout_map,
+                                                           batch_dim_name="batch"), method)
+    out[method] = {"equal": single == sharded, "layout": layout,
+                   "sparsity": float(1 - np.mean(np.asarray(sharded["up/kernel"])))}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.backends("jax", reason="keras.distribution.ModelParallel over 2 host devices is "
+                                     "JAX's (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+def test_model_parallel_masks_equal_one_device_and_layout_is_kept():
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND="jax",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", MODEL_PARALLEL], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        assert result[method]["equal"], method
+        assert result[method]["sparsity"] == 0.5
+        layout = result[method]["layout"]
+        assert layout["up/kernel"] == [2, [None, "model"]], layout
+        assert layout["down/kernel"] == [2, ["model", None]], layout
+        assert layout["attn/query/kernel"] == [2, [None, "model", None]], layout
