@@ -261,7 +261,10 @@ def statistics(model, layers, views, batches, full, stop_early=True, run=None):
         x2 = views[id(layer)].inputs_2d(x)
         part = x2.T @ x2 if full else np.einsum("ri,ri->i", x2, x2)
         key = id(layer)
-        acc[key] = part if acc[key] is None else acc[key] + part
+        if acc[key] is None:
+            acc[key] = part
+        else:
+            acc[key] += part  # in place: no third [in, in] array
 
     if run is None and len(layers) == 1:
         for x in layer_inputs(model, layers[0], batches, stop_early):

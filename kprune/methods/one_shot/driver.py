@@ -283,7 +283,8 @@ def prune_layer(layer, view, w2, stats, config, per_output_auto=True):
         layer: the layer (for its type and name).
         view: its `KernelView`.
         w2: the kernel's `[in, out]` view.
-        stats: `X^T X` (SparseGPT), the squared input norms (Wanda) or None.
+        stats: `X^T X` (SparseGPT; damped in place, so not reusable), the
+            squared input norms (Wanda) or None.
         config: the run's `OneShotConfig`.
         per_output_auto: what `comparison="auto"` means for this layer
             (the driver passes False in convolutional networks).
@@ -298,7 +299,8 @@ def prune_layer(layer, view, w2, stats, config, per_output_auto=True):
     else:
         try:
             mask2, new2 = sparsegpt(w2, stats, sparsity, granularity, config.block_size,
-                                    config.damping, view.in_length, config.quantize)
+                                    config.damping, view.in_length, config.quantize,
+                                    overwrite_hessian=True)
         except np.linalg.LinAlgError as e:
             raise ValueError(
                 f"SparseGPT: X^T X of layer '{layer.path}' is not positive "

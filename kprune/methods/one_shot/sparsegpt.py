@@ -24,7 +24,7 @@ def channel_scales(w_rows, mode):
 
 
 def sparsegpt(w, hessian, sparsity, granularity=None, block_size=128, damping=0.01, in_length=None,
-              quantize=None):
+              quantize=None, overwrite_hessian=False):
     """SparseGPT (Frantar & Alistarh 2023) on one `[in, out]` matrix.
 
     Args:
@@ -46,6 +46,8 @@ def sparsegpt(w, hessian, sparsity, granularity=None, block_size=128, damping=0.
             `[-127, 127]` or `[-8, 7]`), and its rounding error is spread
             like a pruning error. The returned weights are the dequantized
             values `q / scale`.
+        overwrite_hessian: damp `hessian` in place instead of a copy (the
+            driver's own float64 statistics: one `[in, in]` array less).
 
     Returns:
         `(mask, w_new)`: bool `[in, out]` and the reconstructed weights,
@@ -61,7 +63,9 @@ def sparsegpt(w, hessian, sparsity, granularity=None, block_size=128, damping=0.
     # The reference's [out, in] orientation: rows are output units.
     weights = np.array(np.asarray(w, dtype=np.float64).T)
     rows, cols = weights.shape
-    h = np.array(hessian, dtype=np.float64)
+    h = np.asarray(hessian, dtype=np.float64)
+    if not overwrite_hessian or h is not hessian or not h.flags.writeable:
+        h = np.array(h)
     if h.shape != (cols, cols):
         raise ValueError(f"hessian must be [{cols}, {cols}] for w of shape {np.shape(w)}, got {h.shape}.")
     dead = np.diag(h) == 0
@@ -69,7 +73,10 @@ def sparsegpt(w, hessian, sparsity, granularity=None, block_size=128, damping=0.
     weights[:, dead] = 0.0
     h[np.diag_indices(cols)] += damping * np.mean(np.diag(h))
     # U: upper Cholesky factor of H^-1 (H^-1 = U^T U).
-    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    h_inv = np.linalg.inv(h)
+    del h
+    u = np.linalg.cholesky(h_inv).T
+    del h_inv
     if quantize is not None:
         lo, hi = VALUE_RANGES[quantize]
         scales = channel_scales(weights, quantize)
