@@ -318,7 +318,8 @@ def calibration_batches(model, data, batch_size, num_batches):
                 f"examples (first axis); got {[tuple(np.shape(a)) for a in arrays]}."
             )
         for start in range(0, n, batch_size):
-            out.append(keras.tree.map_structure(lambda a: a[start:start + batch_size], data))
+            out.append(keras.tree.map_structure(
+                lambda a, start=start: a[start:start + batch_size], data))
             if num_batches is not None and len(out) == num_batches:
                 break
     elif hasattr(data, "__iter__"):

@@ -359,7 +359,7 @@ def _run_blocks(work, plan, batches, pruner, ckpt, verbose):
             if i < n - 1:
                 cache.advance(block)
             bar.update(1)
-        del cache
+        cache = None  # the last block's inputs are no longer needed
         if plan.post:
             _run_whole(work, plan.post, plan.counts, batches, pruner, _Null())
             bar.update(1)
