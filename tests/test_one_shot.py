@@ -277,3 +277,33 @@ def test_model_parallel_masks_equal_one_device_and_layout_is_kept():
         assert layout["up/kernel"] == [2, [None, "model"]], layout
         assert layout["down/kernel"] == [2, ["model", None]], layout
         assert layout["attn/query/kernel"] == [2, [None, "model", None]], layout
+
+
+# --------------------------------------------------------------------------
+# KerasHub: the blocks Keras' GPTQ uses
+# --------------------------------------------------------------------------
+
+
+def test_keras_hub_causal_lm_is_pruned_block_by_block_like_layer_by_layer(monkeypatch):
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=64, image_size=16, num_layers=2, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=16, intermediate_dim=32, head_dim=8)
+    model = keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None)
+    rng = np.random.default_rng(0)
+    data = {"token_ids": rng.integers(0, 64, size=(8, 12)).astype("int32"),
+            "padding_mask": np.ones((8, 12), "int32")}
+    structure = model.get_quantization_layer_structure("gptq")
+    assert blocks.find_blocks(model) == list(structure["sequential_blocks"])
+    with pytest.warns(UserWarning, match="token_embedding"):
+        by_block = kernels(kprune.prune_post_training(model, data, "wanda", batch_size=4,
+                                                      in_place=False, verbose=0))
+    monkeypatch.setattr(driver, "find_blocks", lambda m: [])
+    with pytest.warns(UserWarning, match="token_embedding"):
+        by_layer = kernels(kprune.prune_post_training(model, data, "wanda", batch_size=4,
+                                                      verbose=0))
+    pruned = [p for p, v in by_block.items() if (v == 0).mean() == 0.5]
+    assert len(pruned) == 2 * 7  # q, k, v, o and three MLP projections per block
+    for path, value in by_block.items():
+        np.testing.assert_array_equal(value == 0, by_layer[path] == 0, err_msg=path)
