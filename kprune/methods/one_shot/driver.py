@@ -192,7 +192,9 @@ def prune_post_training(
     estimate = Estimate(weight_bytes(model.weights),
                         weight_bytes([u.kernel for u in units]), views.values(), in_place,
                         activation, config.method,
-                        wrap=_nested(model, units) and config.quantize is None)
+                        wrap=_nested(model, units) and config.quantize is None,
+                        rebuild=not in_place and not _nested(model, units)
+                        and config.quantize is None)
     check_memory(estimate, max_memory)
 
     # The one model written to.

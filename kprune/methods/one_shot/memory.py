@@ -41,12 +41,15 @@ class Estimate:
         total: their sum.
     """
 
-    def __init__(self, weights, pruned, views, in_place, activation_bytes, method, wrap):
+    def __init__(self, weights, pruned, views, in_place, activation_bytes, method, wrap,
+                 rebuild=False):
         parts = {}
         if not in_place:
             parts["copy of the weights"] = weights
             if wrap:
                 parts["masks of the pruned kernels"] = pruned
+            if rebuild:  # a graph model: the wrapped result is rebuilt from the working copy
+                parts["result rebuilt with PruneWrappers, and its masks"] = weights + pruned
         parts["cached block inputs and outputs"] = 2 * activation_bytes
         if method == "sparsegpt":
             n = max((v.n_in for v in views), default=0)
