@@ -127,7 +127,8 @@ class Plan:
     """What `discover` found.
 
     Attributes:
-        order: `[(layer, input tensor)]` of the units, in call order.
+        order: `[(layer, input token)]` of the units, in call order (equal
+            tokens: the very same input tensor).
         counts: `{id(layer): number of calls per forward pass}`.
         blocks: the blocks that form a chain (empty: no block-by-block).
         block_units: per block, its units in call order.
@@ -171,10 +172,17 @@ def discover(model, candidates, blocks, first_batch):
     with intercept(blocks, before=block_before, after=block_after):
         with capture_inputs(candidates, lambda layer, t: events.append(("unit", layer, t))):
             run_model(model, first_batch)
-    for kind, layer, t in events:
+    # The tensors themselves are not kept (that would hold one batch's
+    # activations of every layer): each distinct input tensor becomes a
+    # number, which is all `groups` needs to see layers reading the same one.
+    tokens = {}
+    for index_, (kind, item, t) in enumerate(events):
         if kind == "unit":
-            plan.order.append((layer, t))
-            plan.counts[id(layer)] = plan.counts.get(id(layer), 0) + 1
+            token = tokens.setdefault(id(t), len(tokens))
+            events[index_] = (kind, item, token)
+            plan.order.append((item, token))
+            plan.counts[id(item)] = plan.counts.get(id(item), 0) + 1
+    del tokens
     if not blocks:
         return plan
     if any(calls.get(i) != 1 for i in range(len(blocks))):
@@ -210,7 +218,8 @@ def discover(model, candidates, blocks, first_batch):
 
 
 def groups(order, counts):
-    """Units in first-call order, grouped when they read the same tensor.
+    """Units in first-call order, grouped when they read the same tensor
+    (`order`: `[(layer, token)]`, equal tokens for the same input tensor).
 
     Consecutive calls on the very same input tensor (the query, key and
     value projections of self-attention) cannot depend on each other's
@@ -224,7 +233,7 @@ def groups(order, counts):
             continue
         seen.add(id(layer))
         single = counts[id(layer)] == 1
-        if out and previous is not None and tensor is previous and single and all(
+        if out and previous is not None and tensor == previous and single and all(
                 counts[id(l)] == 1 for l in out[-1]):
             out[-1].append(layer)
         else:

@@ -215,7 +215,7 @@ def prune_post_training(
     if plan.blocks:
         _run_blocks(work, plan, batches, pruner, ckpt, verbose)
     else:
-        order = plan.order if batches else [(u, None) for u in units]
+        order = plan.order if batches else [(u, i) for i, u in enumerate(units)]
         counts = plan.counts if batches else {id(u): 1 for u in units}
         with Progress(len(units), config.method, verbose=verbose, unit="layer") as bar:
             _run_whole(work, order, counts, batches, pruner, bar)
