@@ -22,7 +22,8 @@ import keras
 import numpy as np
 
 from kprune.core import wrapping as prune_lib
-from kprune.methods.one_shot.capture import capture_inputs, first_argument, intercept, run_model
+from kprune.methods.one_shot.capture import (
+    StopForward, capture_inputs, first_argument, intercept, run_model)
 from kprune.methods.one_shot.kernel_views import kernel_view, to_numpy
 from kprune.core.wrapper import is_prunable
 
@@ -169,20 +170,34 @@ def discover(model, candidates, blocks, first_batch):
         previous_out[0] = (i, to_numpy(y))
         events.append(("out", i, None))
 
-    with intercept(blocks, before=block_before, after=block_after):
-        with capture_inputs(candidates, lambda layer, t: events.append(("unit", layer, t))):
+    # No tensor is kept: each unit call gets a token, the same as the previous
+    # call's when it reads the very same tensor (all `groups` needs); holding
+    # the tensors would hold one batch's activations of every layer.
+    last = {"tensor": None, "token": -1}
+    wanted = {id(c) for c in candidates}
+    seen_units = set()
+
+    def unit(layer, t):
+        if t is not last["tensor"]:
+            last["tensor"], last["token"] = t, last["token"] + 1
+        events.append(("unit", layer, last["token"]))
+        seen_units.add(id(layer))
+
+    def last_block_after(block, out):
+        block_after(block, out)
+        last["tensor"] = None
+        if index[id(block)] == len(blocks) - 1 and seen_units == wanted:
+            # every layer to prune was seen: the rest (the LM head's logits:
+            # [batch, tokens, vocabulary]) need not run
+            raise StopForward()
+
+    with intercept(blocks, before=block_before, after=last_block_after):
+        with capture_inputs(candidates, unit):
             run_model(model, first_batch)
-    # The tensors themselves are not kept (that would hold one batch's
-    # activations of every layer): each distinct input tensor becomes a
-    # number, which is all `groups` needs to see layers reading the same one.
-    tokens = {}
-    for index_, (kind, item, t) in enumerate(events):
+    for kind, item, token in events:
         if kind == "unit":
-            token = tokens.setdefault(id(t), len(tokens))
-            events[index_] = (kind, item, token)
             plan.order.append((item, token))
             plan.counts[id(item)] = plan.counts.get(id(item), 0) + 1
-    del tokens
     if not blocks:
         return plan
     if any(calls.get(i) != 1 for i in range(len(blocks))):
