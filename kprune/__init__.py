@@ -66,7 +66,7 @@ if not _DEFER_API:
     from kprune.methods.forgetting import ForgettingReport, forgetting_report
     from kprune.methods.lottery import IterativeMagnitudePruning, RewindCheckpoint
     from kprune.methods.movement import MovementPruning, SoftMovementPruning
-    from kprune.methods.post_training import prune_post_training
+    from kprune.methods.one_shot import prune_post_training
     from kprune.methods.regularizers import GrowingRegularization, network_slimming
 
     # Deployment targets and reports.

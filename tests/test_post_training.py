@@ -1,4 +1,4 @@
-"""Tests of one-shot pruning (kprune.methods.post_training): magnitude, Wanda, SparseGPT."""
+"""Tests of one-shot pruning (kprune.methods.one_shot): magnitude, Wanda, SparseGPT."""
 
 import warnings
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune.methods import post_training as pt
+from kprune.methods import one_shot as pt
+from kprune.methods.one_shot import capture, result
 from conftest import assert_unchanged, small_cnn, weights_of
 
 
@@ -226,7 +227,7 @@ def test_layer_inputs_sub_model_and_interception_agree():
     model = small_cnn()
     x = np.random.default_rng(0).random((6, 28, 28, 1)).astype("float32")
     layer = model.get_layer("fc1")
-    assert pt._sub_model(model, layer) is not None
+    assert capture.sub_model(model, layer) is not None
     via_graph = np.concatenate(list(pt.layer_inputs(model, layer, [x[:3], x[3:]])))
     got = []
     with pt.capture_inputs([layer], lambda l, t: got.append(keras.ops.convert_to_numpy(t)),
@@ -362,12 +363,12 @@ def test_apply_accepts_masks_and_weights_by_variable_path():
     mask = np.zeros(shape, bool)
     mask[:, 0] = True
     new = np.full(shape, 2.0, "float32")
-    pruned = pt._apply(model, {path: (mask, new)})
+    pruned = result.apply_updates(model, {path: (mask, new)})
     wrapper = pruned.get_layer("prune_low_magnitude_fc1")
     kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
     np.testing.assert_array_equal(kernel, np.where(mask, 2.0, 0.0))
     with pytest.raises(ValueError, match="no variable"):
-        pt._apply(model, {"nope/kernel": (mask, new)})
+        result.apply_updates(model, {"nope/kernel": (mask, new)})
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
