@@ -65,7 +65,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from kprune import backend  # noqa: E402
-from kprune.core import checks, masking  # noqa: E402
+from kprune.core import calibration, checks, masking  # noqa: E402
 from kprune.utils import progress  # noqa: E402
 from kprune.core import wrapping as prune_lib  # noqa: E402
 from kprune.core.pruned_model import PrunedModel, copy_model, find_layers, select_tree_targets, tree_index  # noqa: E402
@@ -333,61 +333,17 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
                 f"or an iterable of (x, y) batches. Data-free methods: "
                 f"'synflow', 'magnitude', 'random'."
             )
-        batch_list = _batches(data, batches, batch_size)
+        batch_list = calibration.as_batches(data, batch_size=batch_size, max_batches=batches)
         for x, _ in batch_list:
-            _check_input(model, x)
+            calibration.check_inputs(model, x)
     elif method == "synflow" and data is not None:
-        batch_list = _batches(data, 1, batch_size)
-        _check_input(model, batch_list[0][0])
+        batch_list = calibration.as_batches(data, batch_size=batch_size, max_batches=1)
+        calibration.check_inputs(model, batch_list[0][0])
 
     return _Plan(model=model, method=method, bn_mode=bn_mode, targets=targets,
                  labels=labels, tree=tree, overrides=overrides,
                  target_ids={id(l) for l in targets}, keys=keys, layouts=layouts,
                  include_bias=include_bias, batches=batch_list, verbose=int(bool(verbose)))
-
-
-def _batches(data, batches, batch_size):
-    """A list of at most `batches` `(x, y)` batches from arrays or an iterable."""
-    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and not _is_batch_list(data):
-        x, y = data[0], data[1]
-        n = _num_examples(x)
-        if n == 0:
-            raise ValueError("data holds no examples.")
-        out = []
-        for start in range(0, n, batch_size):
-            if len(out) == batches:
-                break
-            out.append((_slice(x, start, start + batch_size), _slice(y, start, start + batch_size)))
-        return out
-    if isinstance(data, (tuple, list)) and len(data) == 1 and not (
-        isinstance(data[0], (tuple, list)) and len(data[0]) >= 2
-    ):
-        raise ValueError(
-            f"data must be an (x, y) pair or an iterable of (x, y) batches, got a "
-            f"{type(data).__name__} of one item; pass data=(x, y)."
-        )
-    if hasattr(data, "shape") and hasattr(data, "dtype"):
-        raise ValueError(
-            f"data must be an (x, y) pair (inputs and labels), got a single array "
-            f"of shape {tuple(data.shape)}; pass data=(x, y)."
-        )
-    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
-        raise TypeError(
-            f"data must be (x, y) arrays or an iterable of (x, y) batches, got "
-            f"{type(data).__name__}."
-        )
-    out = []
-    for item in data:
-        if len(out) == batches:
-            break
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise ValueError(
-                f"Every batch of data must be an (x, y) pair, got {type(item).__name__}."
-            )
-        out.append((item[0], item[1]))
-    if not out:
-        raise ValueError("data yielded no batches.")
-    return out
 
 
 def _check_data(plan, data, loss, seed, temperature):
@@ -409,14 +365,7 @@ def _check_data(plan, data, loss, seed, temperature):
         )
     if not METHODS[plan.method]:
         return
-    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and not _is_batch_list(data):
-        if data[1] is not None and _num_examples(data[1]) != _num_examples(data[0]):
-            raise ValueError(
-                f"data's x has {_num_examples(data[0])} examples but its y has "
-                f"{_num_examples(data[1])}; give one label per example (x and y "
-                f"of the same length)."
-            )
-    label_form = _label_form(plan.model, loss)
+    label_form = calibration.label_form(plan.model, loss)
     outputs = _symbolic_outputs(plan.model)
     classes = outputs[0].shape[-1] if len(outputs) == 1 and outputs[0].shape else None
     for i, (x, y) in enumerate(plan.batches):
@@ -431,7 +380,7 @@ def _check_data(plan, data, loss, seed, temperature):
                     f"loss: pass data=(x, y)."
                 )
             continue
-        nx, ny = _num_examples(x), _num_examples(y)
+        nx, ny = calibration.num_examples(x), calibration.num_examples(y)
         if nx != ny:
             raise ValueError(
                 f"data's x has {nx} examples but its y has {ny}{where}; give one "
@@ -450,68 +399,12 @@ def _check_data(plan, data, loss, seed, temperature):
         checks.check_labels("data's y" + where, array, classes, one_hot=one_hot)
 
 
-def _label_form(model, loss):
-    """`"auto"` (the default loss), `"sparse"`, `"one_hot"` or None (unknown loss)."""
-    if loss is None:
-        compiled = getattr(model, "loss", None)
-        if compiled is None:
-            return "auto"
-        loss = compiled
-    name = loss if isinstance(loss, str) else type(loss).__name__
-    if isinstance(loss, str) or isinstance(loss, keras.losses.Loss):
-        key = name.replace("_", "").lower()
-        if key in ("sparsecategoricalcrossentropy",):
-            return "sparse"
-        if key in ("categoricalcrossentropy",):
-            return "one_hot"
-    return None
-
-
-def _is_batch_list(data):
-    """True for a list of (x, y) pairs rather than an (x, y) pair."""
-    return all(isinstance(item, (tuple, list)) for item in data)
-
-
-def _num_examples(x):
-    first = keras.tree.flatten(x)[0]
-    return int(np.shape(first)[0])
-
-
-def _slice(x, start, stop):
-    if x is None:  # (x, None): no labels; _check_data says whether that is fine
-        return None
-    return keras.tree.map_structure(lambda a: a[start:stop], x)
-
-
 def _symbolic_outputs(model):
     """The model's symbolic outputs, or [] (a subclassed model has none)."""
     try:
         return keras.tree.flatten(model.outputs) if getattr(model, "outputs", None) else []
     except (AttributeError, ValueError):
         return []
-
-
-def _check_input(model, x):
-    try:
-        specs = keras.tree.flatten(model.inputs) if getattr(model, "inputs", None) else []
-    except (AttributeError, ValueError):  # a subclassed model has no symbolic inputs
-        specs = []
-    if not specs:
-        return  # nothing to check against: the forward pass says what is wrong
-    arrays = keras.tree.flatten(x)
-    if len(specs) != len(arrays):
-        raise ValueError(
-            f"data's x has {len(arrays)} input array(s) but model "
-            f"'{model.name}' takes {len(specs)}."
-        )
-    for spec, array in zip(specs, arrays):
-        want, got = tuple(spec.shape)[1:], tuple(np.shape(array))[1:]
-        if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
-            raise ValueError(
-                f"data's x has shape {tuple(np.shape(array))}, but model "
-                f"'{model.name}' expects inputs of shape {tuple(spec.shape)} "
-                f"(batch first)."
-            )
 
 
 # --------------------------------------------------------------------------
@@ -626,11 +519,7 @@ def _score(plan, loss, seed, temperature):
                                         probs, compiled=False)
 
     if plan.method == "snip":
-        total = None
-        for x, y in plan.batches:
-            g = grad_fn(x, y)
-            total = g if total is None else [a + b for a, b in zip(total, g)]
-            bar.add(1)
+        total = calibration.sum_over_batches(grad_fn, plan.batches, lambda: bar.add(1))
         n = len(plan.batches)
         return {k: np.abs(_value(v) * (g / n)) for k, v, g in zip(keys, var_list, total)}
 
@@ -641,16 +530,10 @@ def _score(plan, loss, seed, temperature):
         _, hg = hvp_fn(None, x, y)
         bar.add(2)
         return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
-    grad = None
-    for x, y in plan.batches:
-        g = grad_fn(x, y, tempered_outputs=True)
-        grad = g if grad is None else [a + b for a, b in zip(grad, g)]
-        bar.add(1)
-    hg = None
-    for x, y in plan.batches:
-        _, h = hvp_fn(grad, x, y)
-        hg = h if hg is None else [a + b for a, b in zip(hg, h)]
-        bar.add(1)
+    grad = calibration.sum_over_batches(
+        lambda x, y: grad_fn(x, y, tempered_outputs=True), plan.batches, lambda: bar.add(1))
+    hg = calibration.sum_over_batches(
+        lambda x, y: hvp_fn(grad, x, y)[1], plan.batches, lambda: bar.add(1))
     return {k: -_value(v) * h for k, v, h in zip(keys, var_list, hg)}
 
 
@@ -680,20 +563,23 @@ def _ends_in_softmax(model):
 
 
 def _loss_fn(model, loss):
-    """`fn(y_true, y_pred) -> scalar` for SNIP/GraSP."""
-    if loss is None:
-        compiled = getattr(model, "loss", None)
-        if compiled is not None and not isinstance(compiled, (dict, list, tuple)):
-            loss = compiled
-    if loss is not None:
-        fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-        if not callable(fn):
-            raise TypeError(f"loss must be a Keras loss or callable, got {loss!r}.")
+    """`fn(y_true, y_pred) -> scalar` for SNIP/GraSP (the mean of the loss).
 
-        def user_loss(y, out):
-            return ops.mean(fn(y, out))
+    The loss follows `kprune.core.calibration.resolve_loss`; at-init scoring's
+    documented fallback (no `loss=`, model not compiled) is cross-entropy,
+    sparse or one-hot by the labels' rank, from logits unless the model ends
+    in a softmax.
+    """
+    fn = calibration.resolve_loss(model, loss, fallback=_cross_entropy)
 
-        return user_loss
+    def mean_loss(y, out):
+        return ops.mean(fn(y, out))
+
+    return mean_loss
+
+
+def _cross_entropy(model):
+    """At-init scoring's fallback loss (see `_loss_fn`)."""
     if len(_symbolic_outputs(model)) > 1:
         raise ValueError(
             f"Model '{model.name}' has several outputs; pass loss= to say how "
@@ -707,7 +593,7 @@ def _loss_fn(model, loss):
             fn = keras.losses.categorical_crossentropy
         else:
             fn = keras.losses.sparse_categorical_crossentropy
-        return ops.mean(fn(y, out, from_logits=from_logits))
+        return fn(y, out, from_logits=from_logits)
 
     return default_loss
 

@@ -18,8 +18,9 @@ is given; movement pruning is `kprune.MovementPruning`.
   (`kprune.structured.importance.HessianImportance`).
 * `RandomScores(seed)`: i.i.d. uniform scores, the sanity baseline.
 
-The gradient code (TensorFlow `GradientTape`) is kept in one private
-function, `_hessian_terms`.
+Data and loss follow `kprune.core.calibration` (the one calibration-data
+contract); Hessian-vector products come from the backend seam, in one
+private function, `_hessian_terms`.
 """
 
 from __future__ import annotations
@@ -27,24 +28,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kprune import backend
+from kprune.core import calibration
+
 __all__ = ["OBD", "RandomScores", "hessian_diagonal", "obd_scores"]
 
 #: Hutchinson samples (Hessian-vector products) per estimate.
 DEFAULT_SAMPLES = 8
-
-
-def _loss_fn(model, loss):
-    if loss is None:
-        loss = getattr(model, "loss", None)
-    if loss is None:
-        raise ValueError(
-            f"A loss is needed for the Hessian: pass loss=... (e.g. "
-            f"'sparse_categorical_crossentropy'); model '{model.name}' is not compiled."
-        )
-    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if not callable(fn):
-        raise TypeError(f"loss must be a Keras loss or a callable, got {loss!r}.")
-    return fn
 
 
 def _hessian_terms(model, variables, x, y, loss_fn, vectors):
@@ -55,8 +45,6 @@ def _hessian_terms(model, variables, x, y, loss_fn, vectors):
     from the backend seam (`kprune.backend.hvp_fn`), so this runs on every
     backend; the exact diagonal takes one product per entry (small variables).
     """
-    from kprune import backend  # noqa: PLC0415
-
     def objective(xb, yb):
         return keras.ops.mean(loss_fn(yb, model(xb, training=False)))
 
@@ -104,26 +92,21 @@ def hessian_diagonal(model, variables, x, y, loss=None, method="hutchinson",
         raise ValueError(f"method must be 'hutchinson' or 'exact', got {method!r}.")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}.")
-    loss_fn = _loss_fn(model, loss)
+    loss_fn = calibration.resolve_loss(model, loss, caller="hessian_diagonal")
     variables = list(variables)
-    x = np.asarray(x)
-    y = np.asarray(y)
-    n = len(x)
-    if n == 0:
-        raise ValueError("x holds no examples.")
-    starts = list(range(0, n, batch_size))
+    batches = [(np.asarray(xb), np.asarray(yb)) for xb, yb in calibration.as_batches(
+        (np.asarray(x), np.asarray(y)), batch_size=batch_size, name="x, y")]
+    n = sum(len(xb) for xb, _ in batches)
     total = [np.zeros(tuple(v.shape), np.float64) for v in variables]
     if method == "exact":
-        for s in starts:
-            xb, yb = x[s:s + batch_size], y[s:s + batch_size]
+        for xb, yb in batches:
             for t, d in zip(total, _hessian_terms(model, variables, xb, yb, loss_fn, None)):
                 t += d * len(xb) / n
         return total
     rng = np.random.default_rng(seed)
     vectors = [[rng.choice([-1.0, 1.0], size=tuple(v.shape)).astype("float32") for v in variables]
                for _ in range(samples)]
-    for s in starts:
-        xb, yb = x[s:s + batch_size], y[s:s + batch_size]
+    for xb, yb in batches:
         for vec, hv in zip(vectors, _hessian_terms(model, variables, xb, yb, loss_fn, vectors)):
             for t, z, h in zip(total, vec, hv):
                 t += z * h * (len(xb) / n) / samples

@@ -72,7 +72,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kprune.core import masking  # noqa: E402
+from kprune.core import calibration, masking  # noqa: E402
 from kprune.core import wrapping as prune_lib  # noqa: E402
 from kprune.core.wrapper import PruneWrapper, is_prunable, prunable_weights  # noqa: E402
 
@@ -1014,51 +1014,9 @@ def _check_granularity(granularity, view, layer, method):
 
 
 def _batches(model, data, batch_size, num_batches):
-    """The calibration inputs as a list of model-input batches."""
-    if isinstance(data, (str, bytes)):
-        raise TypeError(
-            f"calibration_data must be arrays or an iterable of batches, got "
-            f"{type(data).__name__}."
-        )
-    n_inputs = len(keras.tree.flatten(model.inputs)) if getattr(model, "inputs", None) else 1
-
-    def array_like(a):
-        return hasattr(a, "shape") and hasattr(a, "dtype")
-
-    is_arrays = array_like(data) or (
-        isinstance(data, dict) and data and all(array_like(a) for a in keras.tree.flatten(data))
-    ) or (
-        isinstance(data, list) and n_inputs > 1 and len(data) == n_inputs
-        and all(array_like(a) for a in data)
-    )
-    out = []
-    if is_arrays:
-        arrays = keras.tree.flatten(data)
-        n = int(np.shape(arrays[0])[0])
-        if any(int(np.shape(a)[0]) != n for a in arrays):
-            raise ValueError(
-                f"calibration_data arrays must all hold the same number of "
-                f"examples (first axis); got {[tuple(np.shape(a)) for a in arrays]}."
-            )
-        for start in range(0, n, batch_size):
-            out.append(keras.tree.map_structure(lambda a: a[start:start + batch_size], data))
-            if num_batches is not None and len(out) == num_batches:
-                break
-    elif hasattr(data, "__iter__"):
-        for item in data:
-            if num_batches is not None and len(out) == num_batches:
-                break
-            if isinstance(item, tuple):  # (x, y) or (x, y, sample_weight)
-                item = item[0]
-            out.append(keras.tree.map_structure(_value, item))
-    else:
-        raise TypeError(
-            f"calibration_data must be an array, a dict/list of arrays, or an "
-            f"iterable of batches, got {type(data).__name__}."
-        )
-    if not out:
-        raise ValueError("calibration_data holds no examples.")
-    return out
+    """The calibration inputs as a list of model-input batches (`kprune.core.calibration`)."""
+    return calibration.as_batches(data, batch_size=batch_size, max_batches=num_batches,
+                                  targets="drop", model=model, name="calibration_data")
 
 
 def _check_fraction(name, value):

@@ -22,9 +22,10 @@ Built in:
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
-from kprune.core import checks
+from kprune.core import calibration, checks
 
 __all__ = [
     "Importance",
@@ -164,45 +165,27 @@ class TaylorImportance(Importance):
         if loss is not None and not isinstance(loss, str) and not callable(loss):
             raise TypeError(f"loss must be a Keras loss name, instance or callable, got {checks.describe(loss)}.")
         self.x, self.y, self.loss = x, y, loss
+        self._inputs = xs[0] if len(xs) == 1 else xs
         self.batch_size = checks.check_int("batch_size", batch_size, lo=1)
         self.roles = _check_roles(roles)
         self._grads = {}
         self._model_id = None
 
     def _compute(self, model):
-        import keras  # noqa: PLC0415
-
-        from kprune import backend  # noqa: PLC0415
-
-        loss = self.loss
-        if loss is None:
-            loss = getattr(model, "loss", None)
-            if loss is None:
-                raise ValueError(
-                    "TaylorImportance: pass loss=... (e.g. "
-                    "'sparse_categorical_crossentropy'); the model is not compiled."
-                )
-        loss_fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-        sparse = (isinstance(loss, str) and loss.replace("_", "").lower() == "sparsecategoricalcrossentropy") or (
-            isinstance(loss, keras.losses.SparseCategoricalCrossentropy))
-        if sparse and self.y is not None and len(model.outputs) == 1 and model.outputs[0].shape[-1]:
+        loss_fn = calibration.resolve_loss(model, self.loss, caller="TaylorImportance")
+        if (calibration.label_form(model, self.loss) == "sparse" and self.y is not None
+                and len(model.outputs) == 1 and model.outputs[0].shape[-1]):
             checks.check_labels("TaylorImportance y", self.y, int(model.outputs[0].shape[-1]))
         variables = list(model.trainable_weights)
-        totals = [np.zeros(tuple(v.shape), np.float64) for v in variables]
-        xs = self.x if isinstance(self.x, (list, tuple)) else [self.x]
-        n = len(xs[0])
+        batches = calibration.as_batches((self._inputs, self.y), batch_size=self.batch_size,
+                                         targets="optional", model=model, name="TaylorImportance data")
+
         def objective(xb, yb):
-            pred = model(xb if len(xb) > 1 else xb[0], training=False)
+            pred = model(xb, training=False)
             value = loss_fn(pred) if yb is None else loss_fn(yb, pred)
             return keras.ops.sum(value)
 
-        run = backend.grad_fn(objective, variables, compiled=False)
-        for start in range(0, n, self.batch_size):
-            xb = [np.asarray(a[start:start + self.batch_size]) for a in xs]
-            yb = None if self.y is None else np.asarray(self.y[start:start + self.batch_size])
-            _, grads = run(xb, yb)
-            for t, g in zip(totals, grads):
-                t += np.asarray(g, np.float64)
+        totals = calibration.gradient_sum(objective, variables, batches)
         self._grads = {id(v): t for v, t in zip(variables, totals)}
         self._model_id = id(model)
 
