@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from kprune.core import checks
-from kprune.core.wrapping import find_wrappers
+from kprune.core.model_tree import find_wrappers
 from kprune.core.pruner import Pruner, optimizer_iterations
 
 __all__ = ["PruningCallback", "PruningSummaries", "UpdatePruningStep"]
@@ -86,7 +86,7 @@ class PruningCallback(keras.callbacks.Callback):
             # the end of that first batch (which then ran with dense weights;
             # build the model first, e.g. model(x[:1]), to prune from batch 0).
             for w in wrappers:
-                w._armed = True
+                w.armed = True
             return
         self._start()
 

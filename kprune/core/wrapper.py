@@ -335,7 +335,7 @@ class MaskConstraint(keras.constraints.Constraint):
 #: where Keras stores int64 variables as int32 (with a warning).
 STEP_DTYPE = "int32" if backend.name == "jax" else "int64"
 
-_NO_CALLBACK_MESSAGE = (
+NO_CALLBACK_MESSAGE = (
     "kprune: layer '{name}' is being trained without kprune.PruningCallback. "
     "Pass callbacks=[kprune.PruningCallback()] to model.fit(...), or call "
     "kprune.Pruner(model).start() before a custom training loop."
@@ -371,7 +371,7 @@ class MaskedWeights:
         pruned weight of `layer` and the step counter, and puts a
         `MaskConstraint` on each pruned weight."""
         self._pruned = []  # list of (variable, mask variable, Layout)
-        self._armed = getattr(self, "_armed", False)
+        self.armed = getattr(self, "armed", False)
         self._assign_fns = getattr(self, "_assign_fns", {})
         for index, (weight, layout) in enumerate(prunable_weights(layer, include_bias=prune_bias)):
             granularity.validate(
@@ -475,8 +475,8 @@ def check_trainable(masked):
     keeps its masks right: the callback (for a schedule), or on JAX a train
     step whose constraints see the masks. Checked in Python, when the train
     step is traced or run eagerly."""
-    if masked.pruning_schedule is not None and not masked._armed:
-        raise ValueError(_NO_CALLBACK_MESSAGE.format(name=masked.layer.name))
+    if masked.pruning_schedule is not None and not masked.armed:
+        raise ValueError(NO_CALLBACK_MESSAGE.format(name=masked.layer.name))
     if not backend.masks_visible():
         raise ValueError(_JAX_TRAIN_STEP_MESSAGE.format(name=masked.layer.name))
 
@@ -559,7 +559,7 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
         self._pruned = []  # list of (variable, mask variable, Layout)
         # Set by Pruner.start() (PruningCallback.on_train_begin): training a
         # scheduled wrapper before that raises an error naming the callback.
-        self._armed = False
+        self.armed = False
         # Compiled mask-assign functions keyed by the wrappers they update
         # (see `assign_masks`); held here, so they die with the model.
         self._assign_fns = {}

@@ -65,10 +65,11 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from kprune import backend  # noqa: E402
-from kprune.core import calibration, checks, masking  # noqa: E402
+from kprune.core import calibration, checks, masking, model_tree  # noqa: E402
 from kprune.utils import progress  # noqa: E402
 from kprune.core import wrapping as prune_lib  # noqa: E402
-from kprune.core.pruned_model import PrunedModel, copy_model, find_layers, select_tree_targets, tree_index  # noqa: E402
+from kprune.core.model_tree import copy_model, find_layers, tree_index  # noqa: E402
+from kprune.core.pruned_model import PrunedModel, select_tree_targets  # noqa: E402
 from kprune.core.wrapper import assign_masks, prunable_weights, weight_path  # noqa: E402
 
 __all__ = ["METHODS", "init_scores", "prune_at_init"]
@@ -246,7 +247,7 @@ def prune_at_init(
         masks = _masks(keep, sparsity, per_key, scope, min_keep, plan.keys)
 
     pruned = _wrap_fixed(plan, scope, overrides, include_bias)
-    wrappers = prune_lib.find_wrappers(pruned)
+    wrappers = model_tree.find_wrappers(pruned)
     assign_masks(wrappers, [
         [masks[(w.label, weight_path(w.layer.name, v))] for v in w.prunable_weights]
         for w in wrappers
@@ -298,7 +299,7 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
     checks.check_choice("verbose", verbose, (0, 1, 2, False, True))
     include_bias = checks.check_bool("include_bias", include_bias)
 
-    tree = prune_lib._needs_pruned_model(model)
+    tree = model_tree.needs_pruned_model(model)
     if tree:
         # Layers inside composite layers or subclassed models: keyed by their
         # label (path of layer names), pruned in a kprune.PrunedModel.
@@ -428,8 +429,8 @@ def _scoring_copy(plan, float64=False, linear_softmax=False):
                 config["activation"] = "linear"
         return layer.__class__.from_config(config)
 
-    clone = prune_lib._clone(plan.model, clone_layer)
-    by_name = {l.name: l for l in prune_lib._leaf_layers(clone)}
+    clone = model_tree.clone_layers(plan.model, clone_layer)
+    by_name = {l.name: l for l in model_tree.leaf_layers(clone)}
     variables = {}
     for name in dict.fromkeys(k[0] for k in plan.keys):
         for weight, _ in prunable_weights(by_name[name], plan.include_bias):

@@ -72,7 +72,7 @@ from keras import ops
 
 from kprune.core import checks, masking
 from kprune.core.callbacks import PruningCallback
-from kprune.core.wrapping import find_wrappers
+from kprune.core.model_tree import find_wrappers
 from kprune.core.pruner import Pruner
 from kprune.core.wrapper import assign_masks
 

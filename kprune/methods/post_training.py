@@ -64,17 +64,14 @@ the warning names them.
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from kprune.core import calibration, masking  # noqa: E402
-from kprune.core import wrapping as prune_lib  # noqa: E402
-from kprune.core.wrapper import PruneWrapper, is_prunable, prunable_weights  # noqa: E402
+from kprune.core import calibration, checks, masking, model_tree
+from kprune.core.pruned_model import PrunedModel
+from kprune.core.wrapper import PruneWrapper, assign_masks, is_prunable, prunable_weights
 
 __all__ = [
     "METHODS",
@@ -183,7 +180,7 @@ def prune_post_training(
         )
     if sparsity is None:
         sparsity = granularity.n / granularity.m if isinstance(granularity, masking.NM) else 0.5
-    sparsity = _check_fraction("sparsity", sparsity)
+    sparsity = checks.check_sparsity("sparsity", sparsity)
     if isinstance(damping, bool) or not isinstance(damping, (int, float)) or damping < 0:
         raise ValueError(f"damping must be a non-negative number, got {damping!r}.")
     for name, value in (("batch_size", batch_size), ("block_size", block_size)):
@@ -195,13 +192,13 @@ def prune_post_training(
         isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1
     ):
         raise ValueError(f"num_batches must be a positive integer or None, got {num_batches!r}.")
-    prune_lib._check_model(model, "prune_post_training")
+    model_tree.check_clonable(model, "prune_post_training")
     if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
         raise TypeError(
             f"prune_post_training takes a model, got the layer '{model.name}'; "
             f"wrap it in a keras.Sequential([keras.Input(...), layer])."
         )
-    if prune_lib.find_wrappers(model):
+    if model_tree.find_wrappers(model):
         raise ValueError(
             f"Model '{model.name}' is already pruned (it contains PruneWrapper "
             f"layers). Call kprune.strip_pruning(model) first to re-prune it."
@@ -219,7 +216,7 @@ def prune_post_training(
 
     # The working copy: layers are pruned in it one after the other, so each
     # layer's statistics come from the already pruned earlier layers.
-    work = prune_lib._clone(model, prune_lib._fresh_copy)
+    work = model_tree.clone_layers(model, model_tree.fresh_copy)
     paths = _path_map(model, work)
     groups, left_dense, calls = _find_units(work, ignore, batches[0] if batches else None)
     units = [layer for group in groups for layer in group]
@@ -411,7 +408,7 @@ def layer_inputs(model, layer, batches, stop_early=True):
 
 def _sub_model(model, layer):
     """`keras.Model(model.inputs, layer.input)`, for a layer of its graph."""
-    if not prune_lib._is_functional(model) and not isinstance(model, keras.Sequential):
+    if not model_tree.is_graph_model(model) and not isinstance(model, keras.Sequential):
         return None
     if layer not in model.layers or len(layer._inbound_nodes) != 1:
         return None
@@ -775,13 +772,12 @@ def _batch_starts(cols, block_size, granularity, length):
 
 def _updates_nested_layers(model, updates):
     """Whether an updated weight belongs to a layer no `PruneWrapper` reaches."""
-    from kprune.core.pruned_model import prunable_layer_tree  # noqa: PLC0415
 
     if not isinstance(model, keras.Model):
         return False
     return any(
         not top and any(w.path in updates for w, _ in prunable_weights(layer))
-        for layer, _, top in prunable_layer_tree(model)
+        for layer, _, top in model_tree.prunable_layer_tree(model)
     )
 
 
@@ -790,20 +786,18 @@ def _apply_in_tree(model, updates):
     (KerasHub transformer blocks) or subclassed models: a `kprune.PrunedModel`
     over a copy of `model`, with fixed masks on every layer that has an
     updated weight, so the result fine-tunes with exact zeros like any other."""
-    from kprune.core.pruned_model import PrunedModel, copy_model, prunable_layer_tree, tree_index  # noqa: PLC0415
-    from kprune.core.wrapper import assign_masks  # noqa: PLC0415
 
     paths = [v.path for v in model.weights]
     unknown = sorted(set(updates) - set(paths))
     if unknown:
         raise ValueError(f"_apply: no variable with path(s) {unknown} in model '{model.name}'.")
     targets = [
-        label for layer, label, _ in prunable_layer_tree(model)
+        label for layer, label, _ in model_tree.prunable_layer_tree(model)
         if any(w.path in updates for w, _ in prunable_weights(layer))
     ]
-    copy = copy_model(model)
+    copy = model_tree.copy_model(model)
     path_of = {id(v): path for v, path in zip(copy.weights, paths)}
-    pruned = PrunedModel(copy, [{"layer": label, "index": tree_index(model, label),
+    pruned = PrunedModel(copy, [{"layer": label, "index": model_tree.tree_index(model, label),
                                  "pruning_schedule": None} for label in targets])
     masks = []
     for group in pruned.groups:
@@ -838,7 +832,7 @@ def _apply(model, updates, with_unwrapped=False):
     if _updates_nested_layers(model, updates):
         pruned = _apply_in_tree(model, updates)
         return (pruned, []) if with_unwrapped else pruned
-    leaves = prune_lib._leaf_layers(model)
+    leaves = model_tree.leaf_layers(model)
     where = {}
     for leaf in leaves:
         for index, variable in enumerate(leaf.weights):
@@ -856,12 +850,12 @@ def _apply(model, updates, with_unwrapped=False):
             unwrapped.append(path)
 
     def clone_layer(layer):
-        new = prune_lib._fresh_copy(layer)
+        new = model_tree.fresh_copy(layer)
         return PruneWrapper(new, pruning_schedule=None) if id(layer) in wrap else new
 
-    clone = prune_lib._clone(model, clone_layer)
+    clone = model_tree.clone_layers(model, clone_layer)
     by_name = {}
-    for leaf in prune_lib._leaf_layers(clone):
+    for leaf in model_tree.leaf_layers(clone):
         by_name[(leaf.layer if isinstance(leaf, PruneWrapper) else leaf).name] = leaf
     for leaf in leaves:
         if not any(v.path in updates for v in leaf.weights):
@@ -890,8 +884,8 @@ def _apply(model, updates, with_unwrapped=False):
 
 def _path_map(model, work):
     """`{id(work variable): path of the matching variable of model}`."""
-    old = prune_lib._leaf_layers(model)
-    new = {l.name: l for l in prune_lib._leaf_layers(work)}
+    old = model_tree.leaf_layers(model)
+    new = {l.name: l for l in model_tree.leaf_layers(work)}
     out = {}
     for leaf in old:
         for a, b in zip(leaf.weights, new[leaf.name].weights):
@@ -907,8 +901,8 @@ def _path_map(model, work):
 
 def _find_units(work, ignore, first_batch):
     """The layers to prune, in call order, and `(name, why)` of those left dense."""
-    ignore = prune_lib._normalize_ignore(ignore)
-    leaves = prune_lib._leaf_layers(work)
+    ignore = checks.normalize_ignore(ignore)
+    leaves = model_tree.leaf_layers(work)
     candidates, left_dense, names = [], [], set()
     for leaf in leaves:
         for layer in leaf._flatten_layers(include_self=True):
@@ -1017,15 +1011,6 @@ def _batches(model, data, batch_size, num_batches):
     """The calibration inputs as a list of model-input batches (`kprune.core.calibration`)."""
     return calibration.as_batches(data, batch_size=batch_size, max_batches=num_batches,
                                   targets="drop", model=model, name="calibration_data")
-
-
-def _check_fraction(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{name} must be a float in [0, 1), got {value!r}.")
-    value = float(value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}.")
-    return value
 
 
 def _value(x):

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kprune.core import wrapping as prune_lib
+from kprune.core import model_tree
 
 __all__ = ["network_slimming", "GrowingRegularization", "MaskedL2"]
 
@@ -88,7 +88,7 @@ def network_slimming(model, penalty=SLIMMING_PENALTY, layers=None):
             config["gamma_regularizer"] = keras.regularizers.L1(float(penalty))
         return layer.__class__.from_config(config)
 
-    return prune_lib.clone_layers(model, clone_layer)
+    return model_tree.clone_layers(model, clone_layer)
 
 
 def _leaves(model):
