@@ -121,7 +121,7 @@ def _is_pair(data):
 
 
 def as_batches(data, *, batch_size=32, max_batches=None, targets="required", model=None,
-               name="data"):
+               name="data", check_model_inputs=False):
     """The calibration data as a list of batches, by the module's rules.
 
     Args:
@@ -134,6 +134,8 @@ def as_batches(data, *, batch_size=32, max_batches=None, targets="required", mod
         model: the model the data is for (tells a multi-input model's list
             of arrays from an `(x, y)` pair); optional.
         name: the parameter's name in error messages.
+        check_model_inputs: check every batch's inputs against `model`'s
+            input shapes (`check_inputs`) before anything else.
 
     Returns:
         A list of `(x, y)` pairs (`targets` "required" or "optional") or of
@@ -160,8 +162,12 @@ def as_batches(data, *, batch_size=32, max_batches=None, targets="required", mod
                 f"{name} must be an (x, y) pair (inputs and labels), got a single array "
                 f"of shape {shape}; pass {name}=(x, y)."
             )
+        if check_model_inputs:
+            check_inputs(model, data, name)
         return _sliced(data, None, batch_size, max_batches, targets, name)
     if _is_pair(data):
+        if check_model_inputs:
+            check_inputs(model, data[0], name)
         return _sliced(data[0], data[1], batch_size, max_batches, targets, name)
     if isinstance(data, (tuple, list)) and len(data) == 1 and not (
         isinstance(data[0], (tuple, list)) and len(data[0]) >= 2
@@ -189,6 +195,8 @@ def as_batches(data, *, batch_size=32, max_batches=None, targets="required", mod
                 f"Every batch of {name} must be an (x, y) pair, got {type(item).__name__}."
             )
         x = keras.tree.map_structure(to_numpy, x)
+        if check_model_inputs:
+            check_inputs(model, x, name)
         if targets == "drop":
             out.append(x)
         else:

@@ -334,12 +334,11 @@ def _plan(model, data, method, bn_mode, include_bias, ignore, overrides,
                 f"or an iterable of (x, y) batches. Data-free methods: "
                 f"'synflow', 'magnitude', 'random'."
             )
-        batch_list = calibration.as_batches(data, batch_size=batch_size, max_batches=batches)
-        for x, _ in batch_list:
-            calibration.check_inputs(model, x)
+        batch_list = calibration.as_batches(data, batch_size=batch_size, max_batches=batches,
+                                            model=model, check_model_inputs=True)
     elif method == "synflow" and data is not None:
-        batch_list = calibration.as_batches(data, batch_size=batch_size, max_batches=1)
-        calibration.check_inputs(model, batch_list[0][0])
+        batch_list = calibration.as_batches(data, batch_size=batch_size, max_batches=1,
+                                            model=model, check_model_inputs=True)
 
     return _Plan(model=model, method=method, bn_mode=bn_mode, targets=targets,
                  labels=labels, tree=tree, overrides=overrides,

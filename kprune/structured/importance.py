@@ -26,12 +26,18 @@ import keras
 import numpy as np
 
 from kprune.core import calibration, checks
+from kprune.core.hessian import obd_scores
+from kprune.core.masking import lamp_scores
 
 __all__ = [
     "Importance",
     "MagnitudeImportance",
     "BNScaleImportance",
     "TaylorImportance",
+    "HessianImportance",
+    "FPGMImportance",
+    "LAMPImportance",
+    "RandomImportance",
     "get_importance",
 ]
 
@@ -207,35 +213,6 @@ class TaylorImportance(Importance):
         return f"TaylorImportance(n={len(self.x) if not isinstance(self.x, (list, tuple)) else len(self.x[0])})"
 
 
-def get_importance(identifier):
-    """Returns an importance callable from a name or a callable.
-
-    Args:
-        identifier: `"l1"`, `"l2"`, `"bn_scale"` (alias `"bn"`), or any
-            callable `group -> scores`. `"taylor"` needs data: pass a
-            `TaylorImportance(x, y, loss)` instance.
-    """
-    if callable(identifier):
-        return identifier
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key == "l1":
-            return MagnitudeImportance(p=1)
-        if key == "l2":
-            return MagnitudeImportance(p=2)
-        if key in ("bn", "bn_scale", "slimming"):
-            return BNScaleImportance()
-        if key == "taylor":
-            raise ValueError(
-                "importance='taylor' needs data: pass "
-                "importance=TaylorImportance(x, y, loss=...)."
-            )
-    raise (ValueError if isinstance(identifier, str) else TypeError)(
-        f"importance must be 'l1', 'l2', 'bn_scale', a TaylorImportance(...) or a "
-        f"callable group -> scores; got {identifier!r}."
-    )
-
-
 # --------------------------------------------------------------------------
 # More criteria (kprune.methods.criteria has their weight-level counterparts)
 # --------------------------------------------------------------------------
@@ -269,8 +246,6 @@ class HessianImportance(Importance):
         self._model_id = None
 
     def _compute(self, model):
-        from kprune.methods.criteria import obd_scores  # noqa: PLC0415
-
         variables = list(model.trainable_weights)
         scores = obd_scores(model, variables, self.x, self.y, self.loss,
                             method=self.method, samples=self.samples)
@@ -359,8 +334,6 @@ class LAMPImportance(Importance):
         self._norm = MagnitudeImportance(p=p)
 
     def __call__(self, group):
-        from kprune.core.masking import lamp_scores  # noqa: PLC0415
-
         s = self._norm(group)
         return None if s is None else lamp_scores(s)
 
@@ -389,14 +362,24 @@ class RandomImportance(Importance):
         return f"RandomImportance(seed={self.seed!r})"
 
 
-__all__ += ["HessianImportance", "FPGMImportance", "LAMPImportance", "RandomImportance"]
+#: The data-free criteria by name, for `get_importance`.
+_BY_NAME = {
+    "l1": lambda: MagnitudeImportance(p=1),
+    "l2": lambda: MagnitudeImportance(p=2),
+    "bn": BNScaleImportance,
+    "bn_scale": BNScaleImportance,
+    "slimming": BNScaleImportance,
+    "fpgm": FPGMImportance,
+    "lamp": LAMPImportance,
+    "random": RandomImportance,
+}
 
-#: Names of the appended criteria for `get_importance` (data-free ones).
-_MORE_IMPORTANCES = {"fpgm": FPGMImportance, "lamp": LAMPImportance, "random": RandomImportance}
-_get_builtin_importance = get_importance
+#: The criteria that need data, by name: what to pass instead.
+_NEED_DATA = {"taylor": "TaylorImportance", "hessian": "HessianImportance",
+              "obd": "HessianImportance"}
 
 
-def get_importance(identifier):  # noqa: F811 - extends the one above
+def get_importance(identifier):
     """Returns an importance callable from a name or a callable.
 
     Args:
@@ -404,20 +387,28 @@ def get_importance(identifier):  # noqa: F811 - extends the one above
             `"lamp"`, `"random"`, or any callable `group -> scores`.
             `"taylor"` and `"hessian"` need data: pass
             `TaylorImportance(x, y, loss)` / `HessianImportance(x, y, loss)`.
+
+    Returns:
+        A callable `group -> scores`.
+
+    Example:
+    >>> get_importance("l2")
+    MagnitudeImportance(p=2)
     """
+    if callable(identifier):
+        return identifier
     if isinstance(identifier, str):
         key = identifier.lower()
-        if key in _MORE_IMPORTANCES:
-            return _MORE_IMPORTANCES[key]()
-        if key in ("hessian", "obd"):
+        if key in _BY_NAME:
+            return _BY_NAME[key]()
+        if key in _NEED_DATA:
+            cls = _NEED_DATA[key]
             raise ValueError(
-                "importance='hessian' needs data: pass "
-                "importance=HessianImportance(x, y, loss=...)."
+                f"importance={identifier!r} needs data: pass "
+                f"importance={cls}(x, y, loss=...)."
             )
-        if key not in ("l1", "l2", "bn", "bn_scale", "slimming", "taylor"):
-            raise ValueError(
-                f"importance must be 'l1', 'l2', 'bn_scale', 'fpgm', 'lamp', 'random', "
-                f"a TaylorImportance(...) / HessianImportance(...) or a callable "
-                f"group -> scores; got {identifier!r}."
-            )
-    return _get_builtin_importance(identifier)
+    raise (ValueError if isinstance(identifier, str) else TypeError)(
+        f"importance must be 'l1', 'l2', 'bn_scale', 'fpgm', 'lamp', 'random', "
+        f"a TaylorImportance(...) / HessianImportance(...) or a callable "
+        f"group -> scores; got {identifier!r}."
+    )
