@@ -127,7 +127,7 @@ def _show_masks_to_constraints(train_step):
         finally:
             _STATE.values = previous
 
-    wrapped._kprune_wrapped = train_step
+    wrapped._kprune_wrapped = train_step  # noqa: SLF001 - same module
     return wrapped
 
 
@@ -194,11 +194,11 @@ def _keep_weights_on_failure(make_train_function):
                     _restore(self, state)
                     raise
 
-            guarded._kprune_guarded = True
+            guarded._kprune_guarded = True  # noqa: SLF001 - same module
             self.train_function = guarded
         return out
 
-    wrapped._kprune_wrapped = make_train_function
+    wrapped._kprune_wrapped = make_train_function  # noqa: SLF001 - same module
     return wrapped
 
 

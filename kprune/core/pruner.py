@@ -377,10 +377,10 @@ def update_masks(model, step, normalize=None, min_keep=1):
         for first, last in ranges:
             if _has_update(w, first, last):
                 phases.setdefault((first, last), []).append(w)
-    pruner._step = step
+    pruner._step = step  # noqa: SLF001 - same module
     updated = set()
     for (first, last), wrappers in sorted(phases.items(), key=lambda kv: kv[0][1]):
-        pruner._assign(last, wrappers)
+        pruner._assign(last, wrappers)  # noqa: SLF001 - same module
         updated.update(id(w) for w in wrappers)
     pruner.sync()
     return [w.layer.name for w in pruner.wrappers if id(w) in updated]

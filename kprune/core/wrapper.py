@@ -677,13 +677,13 @@ def assign_masks(wrappers, masks, step=None):
         step: if given, stored as every wrapper's `pruning_step`.
     """
     wrappers = list(wrappers)
-    tensors = [w._mask_tensors(ms) for w, ms in zip(wrappers, masks)]
+    tensors = [w._mask_tensors(ms) for w, ms in zip(wrappers, masks)]  # noqa: SLF001 - same module
     key = (tuple(id(w) for w in wrappers), step is None)
-    cache = wrappers[0]._assign_fns
+    cache = wrappers[0]._assign_fns  # noqa: SLF001 - same module
 
     def assign(all_masks, step_value, wrappers=tuple(wrappers)):
         for w, ms in zip(wrappers, all_masks):
-            w._assign_masks_graph(ms, step_value)
+            w._assign_masks_graph(ms, step_value)  # noqa: SLF001 - same module
 
     fn = cache.get(key)
     if fn is None:

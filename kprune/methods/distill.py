@@ -29,6 +29,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kprune.structured import ChannelPruner, DependencyGraph
+
 __all__ = ["make_distiller", "distill", "adaptive_bn", "eagleeye_select", "sample_ratios"]
 
 #: Hinton et al.'s usual softening temperature.
@@ -194,8 +196,6 @@ def sample_ratios(model, n, max_ratio=0.7, mean_ratio=None, seed=0):
     Returns:
         A list of `{producer layer name: ratio}` dicts for `ChannelPruner`.
     """
-    from kprune.structured import DependencyGraph  # noqa: PLC0415
-
     names = sorted({p for g in DependencyGraph(model).prunable_groups for p in g.producers})
     rng = np.random.default_rng(seed)
     out = []
@@ -232,8 +232,6 @@ def eagleeye_select(model, candidates, calibration_x, evaluate, importance="l1",
         `(best_model, best_candidate, scores)`, with `scores` the list of
         every candidate's evaluation, in order.
     """
-    from kprune.structured import ChannelPruner  # noqa: PLC0415
-
     if not candidates:
         raise ValueError("candidates must be a non-empty list of pruning ratios.")
     best, best_score, best_candidate, scores = None, -np.inf, None, []

@@ -27,6 +27,7 @@ import numpy as np
 from keras import ops
 
 from kprune.core import model_tree
+from kprune.structured import ChannelPruner
 
 __all__ = ["network_slimming", "GrowingRegularization", "MaskedL2"]
 
@@ -190,8 +191,6 @@ class GrowingRegularization(keras.callbacks.Callback):
         return getattr(self.model, "student", None) or self.model
 
     def on_train_begin(self, logs=None):
-        from kprune.structured import ChannelPruner  # noqa: PLC0415
-
         model = self._target_model()
         if self.pruner is None or self.pruner.model is not model:
             self.pruner = ChannelPruner(model, importance=self.importance,

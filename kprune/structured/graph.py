@@ -234,20 +234,20 @@ class _Ctx:
         naming the layer does not reach it.
         """
         owner = self.owner if part is None else f"{self.owner}/{part}"
-        return self._g._fresh(int(n), owner)
+        return self._g._fresh(int(n), owner)  # noqa: SLF001 - same module
 
     def union(self, a, b):
         """Ties ids `a[i]` and `b[i]`: they are removed together."""
-        self._g._union(a, b)
+        self._g._union(a, b)  # noqa: SLF001 - same module
 
     def freeze(self, ids, reason):
         """These channels may not be removed, because of `reason`."""
-        self._g._freeze(ids, reason)
+        self._g._freeze(ids, reason)  # noqa: SLF001 - same module
 
     def approximate(self, ids, reason):
         """Removing these channels changes the kept ones a little (statistics)."""
         for i in np.asarray(ids).tolist():
-            self._g._approx.setdefault(i, reason)
+            self._g._approx.setdefault(i, reason)  # noqa: SLF001 - same module
 
     def inner(self, name, ids):
         """Declares a hidden axis of the layer (e.g. attention heads)."""

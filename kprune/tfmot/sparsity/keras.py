@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from kprune.core import callbacks as _callbacks
+from kprune.core import checks as _checks
 from kprune.core import masking as _masking
 from kprune.deploy import policy as _policy
 from kprune.core import wrapping as _prune
@@ -161,7 +162,7 @@ class PruningSchedule(_schedules.PruningSchedule):
             raise ValueError(f"frequency should be > 0, got {frequency}.")
 
     def _validate_sparsity(self, sparsity, variable_name):
-        _schedules._check_sparsity(variable_name, _float(sparsity))
+        _checks.check_sparsity(variable_name, _float(sparsity))
 
 
 class ConstantSparsity(_schedules.ConstantSparsity, PruningSchedule):
