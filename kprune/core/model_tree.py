@@ -47,6 +47,7 @@ __all__ = [
     "is_graph_model",
     "layer_owners",
     "layers_in_subclassed",
+    "leaf_layer_paths",
     "leaf_layers",
     "named_inputs",
     "needs_pruned_model",
@@ -113,6 +114,30 @@ def leaf_layers(model):
     return out
 
 
+def leaf_layer_paths(model, prefix=""):
+    """`{path: layer}` for the layers of `model`, nested graph models opened.
+
+    The path is the chain of layer names (`"block/conv"`); a nested
+    Sequential or functional model is replaced by its own layers (an empty one
+    stays a leaf). Used to edit a graph model's config layer by layer
+    (`kprune.structured.surgery`).
+
+    Example:
+    >>> sorted(leaf_layer_paths(model))
+    ['dense', 'encoder/conv', 'encoder/norm']
+    """
+    out = {}
+    for layer in model.layers:
+        path = prefix + layer.name
+        if is_graph_model(layer):
+            sub = leaf_layer_paths(layer, path + "/")
+            if sub:
+                out.update(sub)
+                continue
+        out[path] = layer
+    return out
+
+
 def layers_in_subclassed(model, owner=None):
     """`(layer, subclassed_model)` for leaf layers nested in subclassed models."""
     out = []
@@ -161,6 +186,17 @@ def clone_layers(model, clone_layer):
 
 
 def check_clonable(model, what):
+    """Checks that `model` is a layer or a built Sequential/functional model.
+
+    Args:
+        model: what the caller got.
+        what: the caller's public name, for the messages.
+
+    Raises:
+        TypeError: not a Keras layer or model.
+        ValueError: a subclassed model (the message lists its layers and
+            how to prune them), or a model that is not built.
+    """
     if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
         return
     if not isinstance(model, keras.Model):
@@ -290,6 +326,11 @@ def named_inputs(model):
 
 
 def copy_weights(old, new):
+    """Copies `old`'s weights into `new` (layers or `PruneWrapper`s).
+
+    Wrapper to plain layer (stripping) bakes the masks in; wrapper to wrapper
+    also copies the masks and the pruning step.
+    """
     old_inner = old.layer if isinstance(old, PruneWrapper) else old
     new_inner = new.layer if isinstance(new, PruneWrapper) else new
     if not old_inner.weights:
@@ -312,7 +353,7 @@ def copy_weights(old, new):
 
 
 def layer_owners(model, path=None):
-    """`{leaf layer name: [the (nested) model each copy sits in]}`."""
+    """For error messages: `{leaf layer name: [the (nested) model each copy sits in]}`."""
     out = {}
     path = path or model.name
     for layer in sublayers(model):

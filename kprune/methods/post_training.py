@@ -905,7 +905,7 @@ def _find_units(work, ignore, first_batch):
     leaves = model_tree.leaf_layers(work)
     candidates, left_dense, names = [], [], set()
     for leaf in leaves:
-        for layer in leaf._flatten_layers(include_self=True):
+        for layer in [leaf, *model_tree.all_layers(leaf)]:
             names.add(layer.name)
 
     def ignored(layer):
@@ -923,11 +923,11 @@ def _find_units(work, ignore, first_batch):
                 left_dense.append((layer.name if top else layer.path, str(e)))
             return
         if is_prunable(layer) and layer.weights and not any(
-                isinstance(s, _SUPPORTED) for s in layer._flatten_layers(include_self=False)):
+                isinstance(s, _SUPPORTED) for s in model_tree.all_layers(layer)):
             left_dense.append((layer.name if top else layer.path,
                                f"{type(layer).__name__}: not covered by one-shot pruning"))
             return
-        for sub in layer._flatten_layers(include_self=False, recursive=False):
+        for sub in model_tree.sublayers(layer):
             walk(sub, False)
 
     for leaf in leaves:

@@ -35,6 +35,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from kprune.core.model_tree import is_graph_model
 from kprune.structured import handlers as handlers_lib
 
 __all__ = ["DependencyGraph", "Group", "Member", "model_nodes", "check_graph_model",
@@ -536,15 +537,6 @@ class DependencyGraph:
             for name, why in self.unknown_layers.items():
                 lines.append(f"  {name}: {why}")
         return "\n".join(lines)
-
-
-def is_graph_model(op):
-    """True for a functional or Sequential `keras.Model` (its graph can be read)."""
-    if not isinstance(op, keras.Model):
-        return False
-    from keras.src.models.functional import Functional  # noqa: PLC0415
-
-    return isinstance(op, (Functional, keras.Sequential))
 
 
 def _accepts(fn, name):
