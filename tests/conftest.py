@@ -137,7 +137,7 @@ class ExactZeros(keras.callbacks.Callback):
     """Checks after every batch that each pruned weight is exactly 0."""
 
     def on_train_batch_end(self, batch, logs=None):
-        from kprune.core.wrapping import find_wrappers
+        from kprune.core.model_tree import find_wrappers
 
         for group in find_wrappers(self.model):
             for w, m in zip(group.prunable_weights, group.masks):

@@ -13,7 +13,8 @@ from conftest import gradients  # noqa: E402
 from kprune import backend  # noqa: E402
 from kprune.core import masking  # noqa: E402
 from kprune.methods.at_init import init_scores, prune_at_init  # noqa: E402
-from kprune.core.wrapping import find_wrappers, strip_pruning  # noqa: E402
+from kprune.core.model_tree import find_wrappers
+from kprune.core.wrapping import strip_pruning  # noqa: E402
 from kprune.core.wrapper import PruneWrapper  # noqa: E402
 
 L = keras.layers

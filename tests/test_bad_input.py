@@ -566,11 +566,11 @@ def test_numpy_scalars_are_numbers_in_schedules():
 
 def test_numpy_scalars_are_numbers_in_prune_low_magnitude(env):
     pruned = kprune.prune_low_magnitude(env.mlp, sparsity={"d1": np.float32(0.25)})
-    by_name = {w.layer.name: w for w in kprune.core.wrapping.find_wrappers(pruned)}
+    by_name = {w.layer.name: w for w in kprune.core.model_tree.find_wrappers(pruned)}
     assert by_name["d1"].pruning_schedule.target_sparsity == pytest.approx(0.25)
     # a pair list without repeats is a mapping
     pruned = kprune.prune_low_magnitude(env.mlp, sparsity=[("d1", 0.3)], ignore="out")
-    assert [w.layer.name for w in kprune.core.wrapping.find_wrappers(pruned)] == ["d1"]
+    assert [w.layer.name for w in kprune.core.model_tree.find_wrappers(pruned)] == ["d1"]
 
 
 def test_integer_steps_accepted(env):
@@ -586,7 +586,7 @@ def test_integer_steps_accepted(env):
 def test_numpy_scalars_in_at_init_and_structured(env):
     pruned = kprune.prune_at_init(env.mlp, (env.x, env.y), "snip", np.float32(0.5),
                                   min_keep=np.int64(1), batches=np.int32(1), verbose=0)
-    assert len(kprune.core.wrapping.find_wrappers(pruned)) == 2
+    assert len(kprune.core.model_tree.find_wrappers(pruned)) == 2
     thin = ChannelPruner(env.cnn, pruning_ratio=np.float32(0.5), round_to=np.int64(2)).prune()
     assert thin.get_layer("c1").filters == 2
     summaries = kprune.PruningSummaries("logs", update_freq=np.int64(5))

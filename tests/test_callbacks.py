@@ -6,7 +6,7 @@ import pytest
 
 import kprune
 from kprune.core.masking import kept_count
-from kprune.core.wrapping import find_wrappers
+from kprune.core.model_tree import find_wrappers
 from conftest import small_cnn, small_mlp, toy_data, weights_of
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune.core.wrapping import find_wrappers, strip_pruning
+from kprune.core.model_tree import find_wrappers
+from kprune.core.wrapping import strip_pruning
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "cross_backend")
 ORIGINS = ("tensorflow", "jax", "torch")

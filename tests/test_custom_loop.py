@@ -11,7 +11,7 @@ import tensorflow as tf  # noqa: E402
 
 import kprune  # noqa: E402
 from kprune.core import masking  # noqa: E402
-from kprune.core.wrapping import find_wrappers  # noqa: E402
+from kprune.core.model_tree import find_wrappers  # noqa: E402
 
 L = keras.layers
 TARGET = 0.8

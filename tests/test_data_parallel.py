@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     import json, sys
     import jax, keras, numpy as np
     import kprune
-    from kprune.core.wrapping import find_wrappers
+    from kprune.core.model_tree import find_wrappers
 
     assert len(jax.devices()) == 2, jax.devices()
     rng = np.random.default_rng(0)

@@ -39,7 +39,7 @@ WORKER = textwrap.dedent(
     import keras
     import numpy as np
     import kprune
-    from kprune.core.wrapping import find_wrappers
+    from kprune.core.model_tree import find_wrappers
 
     if mode == "mirrored":
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -14,7 +14,7 @@ import pytest
 
 import kprune
 from conftest import ExactZeros, small_mlp, toy_data
-from kprune.core.wrapping import find_wrappers
+from kprune.core.model_tree import find_wrappers
 
 
 def _np(x):

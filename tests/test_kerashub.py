@@ -8,7 +8,7 @@ import numpy as np
 
 import kprune
 from conftest import ExactZeros
-from kprune.core.wrapping import find_wrappers
+from kprune.core.model_tree import find_wrappers
 from kprune.core.pruned_model import PrunedModel
 
 

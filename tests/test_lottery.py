@@ -171,7 +171,7 @@ def test_reinitialized_keeps_masks_and_draws_new_weights():
     _train(imp.model, [imp.callback()])
     imp.prune()
     fresh = imp.reinitialized(seed=3)
-    for old, new in zip(imp.wrappers, kprune.core.wrapping.find_wrappers(fresh)):
+    for old, new in zip(imp.wrappers, kprune.core.model_tree.find_wrappers(fresh)):
         mask = keras.ops.convert_to_numpy(old.masks[0]).astype(bool)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(new.masks[0]).astype(bool), mask)
         w_new = keras.ops.convert_to_numpy(new.prunable_weights[0])

@@ -21,7 +21,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 import kprune  # noqa: E402
 from kprune.core import masking  # noqa: E402
 from kprune.core.masking import NM, Block, Channel, Layout, Unstructured  # noqa: E402
-from kprune.core.wrapping import find_wrappers  # noqa: E402
+from kprune.core.model_tree import find_wrappers  # noqa: E402
 
 PROPS = settings(max_examples=100, deadline=None)
 CONV = Layout(in_axis=-2, out_axis=-1)

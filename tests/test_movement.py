@@ -233,7 +233,7 @@ class _ZerosAfterEveryBatch(keras.callbacks.Callback):
         self.checked = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        for w in kprune.core.wrapping.find_wrappers(self.model):
+        for w in kprune.core.model_tree.find_wrappers(self.model):
             for var, mask in zip(w.prunable_weights, w.masks):
                 pruned = ~keras.ops.convert_to_numpy(mask).astype(bool)
                 assert np.all(keras.ops.convert_to_numpy(var)[pruned] == 0.0)

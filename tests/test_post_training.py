@@ -281,7 +281,7 @@ def test_cnn_nm_exact_caller_unchanged_and_finetunable(method):
         pruned = kprune.prune_post_training(model, x, method, granularity=kprune.NM(2, 4),
                                             ignore=["conv1"], batch_size=16, verbose=0)
     assert_unchanged(model, before, config)
-    wrappers = {w.layer.name: w for w in kprune.core.wrapping.find_wrappers(pruned)}
+    wrappers = {w.layer.name: w for w in kprune.core.model_tree.find_wrappers(pruned)}
     assert sorted(wrappers) == ["conv2", "fc1", "logits"]
     for wrapper in wrappers.values():
         kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
@@ -345,7 +345,7 @@ def test_nested_layers_get_fixed_masks_in_a_pruned_model_and_unseen_ones_named()
     assert "block/unused" in message and "not called" in message
     assert "embedding" in message
     assert isinstance(pruned, kprune.PrunedModel)
-    groups = {g.label: g for g in kprune.core.wrapping.find_wrappers(pruned)}
+    groups = {g.label: g for g in kprune.core.model_tree.find_wrappers(pruned)}
     assert sorted(groups) == ["block/down", "block/up", "head"]
     for label in ("block/up", "block/down"):
         kernel = keras.ops.convert_to_numpy(groups[label].prunable_weights[0])
@@ -435,7 +435,7 @@ def test_keras_hub_gpt2_backbone_prunes_strips_and_saves(method, tmp_path):
     pruned = kprune.prune_post_training(backbone, data, method, batch_size=8, verbose=0)
     # The projections inside the TransformerDecoders get fixed masks where they are.
     assert isinstance(pruned, kprune.PrunedModel)
-    assert len(kprune.core.wrapping.find_wrappers(pruned)) == 2 * 3  # attention, 2 MLP Dense per block
+    assert len(kprune.core.model_tree.find_wrappers(pruned)) == 2 * 3  # attention, 2 MLP Dense per block
     plain = kprune.strip_pruning(pruned)
     path = str(tmp_path / "gpt2.keras")
     plain.save(path)
@@ -461,7 +461,7 @@ def test_ignore_a_composite_layer_leaves_everything_inside_it_dense():
     block = pruned.get_layer("block")
     for name in ("up", "down", "unused"):
         assert not (keras.ops.convert_to_numpy(getattr(block, name).kernel) == 0).any()
-    assert [w.layer.name for w in kprune.core.wrapping.find_wrappers(pruned)] == ["head"]
+    assert [w.layer.name for w in kprune.core.model_tree.find_wrappers(pruned)] == ["head"]
 
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune.core.wrapping import find_wrappers, unprunable_layers
+from kprune.core.model_tree import find_wrappers, unprunable_layers
 from conftest import assert_unchanged, small_cnn, small_mlp, weights_of
 
 

@@ -6,8 +6,9 @@ import pytest
 
 import kprune
 from conftest import ExactZeros, toy_data
-from kprune.core.wrapping import find_wrappers
-from kprune.core.pruned_model import PrunedModel, copy_model, prunable_layer_tree
+from kprune.core.model_tree import find_wrappers
+from kprune.core.model_tree import copy_model, prunable_layer_tree
+from kprune.core.pruned_model import PrunedModel
 
 L = keras.layers
 

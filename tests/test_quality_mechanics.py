@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 import kprune
-from kprune.core.wrapping import find_wrappers
+from kprune.core.model_tree import find_wrappers
 
 
 def _model(seed=0):

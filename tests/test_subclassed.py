@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 
 import kprune  # noqa: E402
 from kprune.core import masking  # noqa: E402
-from kprune.core.wrapping import find_wrappers  # noqa: E402
+from kprune.core.model_tree import find_wrappers  # noqa: E402
 
 L = keras.layers
 

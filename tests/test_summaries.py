@@ -12,7 +12,7 @@ import tensorflow as tf  # noqa: E402
 
 import kprune  # noqa: E402
 from kprune.core.callbacks import PruningSummaries  # noqa: E402
-from kprune.core.wrapping import find_wrappers  # noqa: E402
+from kprune.core.model_tree import find_wrappers  # noqa: E402
 
 L = keras.layers
 SCHEDULE = kprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=8, frequency=2)

@@ -26,7 +26,7 @@ import kprune  # noqa: E402
 import kprune.tfmot as tfmot  # noqa: E402  (the one changed line)
 import tfmot_guide  # noqa: E402
 from kprune.core import masking  # noqa: E402
-from kprune.core.wrapping import find_wrappers  # noqa: E402
+from kprune.core.model_tree import find_wrappers  # noqa: E402
 
 K = tfmot.sparsity.keras
 L = keras.layers

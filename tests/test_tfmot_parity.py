@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune.core.wrapping import find_wrappers  # noqa: E402
+from kprune.core.model_tree import find_wrappers  # noqa: E402
 from kprune.tfmot.reference import CHILD_PREAMBLE, TfmotUnavailable, run_tfmot_script  # noqa: E402
 
 TIMEOUT = 300

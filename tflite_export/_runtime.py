@@ -198,7 +198,7 @@ class Model:
         """Resizes every input's first axis to `batch` (positive int)."""
         if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}.")
-        self._set(self.session._call(self, f"resizing to batch {batch}", "resize", int(batch)))
+        self._set(self.session._call(self, f"resizing to batch {batch}", "resize", int(batch)))  # noqa: SLF001 - same module
 
     def run(self, inputs):
         """Runs on a list of arrays (one per input); returns the outputs."""
@@ -207,7 +207,7 @@ class Model:
                 f"{self.where} has {len(self.inputs)} inputs, got {len(inputs)} arrays."
             )
         arrays = [np.ascontiguousarray(x, dtype=d) for x, (_, d, _) in zip(inputs, self.inputs)]
-        return self.session._call(self, "running", "run", arrays)
+        return self.session._call(self, "running", "run", arrays)  # noqa: SLF001 - same module
 
 
 class Session:
@@ -270,15 +270,7 @@ def session():
 
 def random_inputs(model, batch, seed=0):
     """Random inputs for every input of a loaded `Model`, batch `batch`."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for shape, dtype, _ in model.inputs:
-        shape = [int(batch)] + [int(s) for s in shape[1:]]
-        if dtype.kind == "f":
-            out.append(rng.standard_normal(shape).astype(dtype))
-        elif dtype.kind == "b":
-            out.append(rng.integers(0, 2, shape).astype(dtype))
-        else:
-            info = np.iinfo(dtype)
-            out.append(rng.integers(max(info.min, -128), min(info.max, 127), shape).astype(dtype))
-    return out
+    from tflite_export._worker import random_arrays  # noqa: PLC0415 - as the other _worker imports
+
+    specs = [([int(batch)] + [int(s) for s in shape[1:]], dtype) for shape, dtype, _ in model.inputs]
+    return random_arrays(np, specs, seed)

@@ -46,6 +46,26 @@ def send(fd, obj):
         view = view[written:]
 
 
+
+def random_arrays(np, specs, seed=0):
+    """Random arrays for `(shape, dtype)` specs: normal floats, 0/1 booleans,
+    integers in [-128, 127] (clipped to the dtype's range).
+
+    `np` is numpy, passed in: the worker imports it only when it starts.
+    The one random-input rule of tflite_export (`random_inputs` uses it too).
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for shape, dtype in specs:
+        if dtype.kind == "f":
+            out.append(rng.standard_normal(shape).astype(dtype))
+        elif dtype.kind == "b":
+            out.append(rng.integers(0, 2, shape).astype(dtype))
+        else:
+            info = np.iinfo(dtype)
+            out.append(rng.integers(max(info.min, -128), min(info.max, 127), shape).astype(dtype))
+    return out
+
 class _Server:
     def __init__(self):
         import numpy as np
@@ -70,7 +90,7 @@ class _Server:
         except (RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(first[:300]) from None
-        interp._kprune_model_bytes = data  # the interpreter reads this buffer
+        interp._kprune_model_bytes = data  # noqa: SLF001 - the interpreter reads this buffer
         self.interps[key] = interp
         return self.details(key)
 
@@ -162,19 +182,9 @@ class _Server:
 
     def _random(self, interp, seed):
         np = self.np
-        rng = np.random.default_rng(seed)
-        out = []
-        for d in interp.get_input_details():
-            shape = [int(s) for s in d["shape"]]
-            dtype = np.dtype(d["dtype"])
-            if dtype.kind == "f":
-                out.append(rng.standard_normal(shape).astype(dtype))
-            elif dtype.kind == "b":
-                out.append(rng.integers(0, 2, shape).astype(dtype))
-            else:
-                info = np.iinfo(dtype)
-                out.append(rng.integers(max(info.min, -128), min(info.max, 127), shape).astype(dtype))
-        return out
+        specs = [([int(s) for s in d["shape"]], np.dtype(d["dtype"]))
+                 for d in interp.get_input_details()]
+        return random_arrays(np, specs, seed)
 
     @staticmethod
     def _outputs(interp):

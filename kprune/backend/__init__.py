@@ -27,6 +27,10 @@ per backend lives in one small module each (`tensorflow.py`, `jax.py`,
   train step (at trace time) so that they see the masks of the step's state.
   `masks_visible()` says whether a step being traced now does (False on JAX
   in a model class whose own `train_step` replaces Keras').
+* `add_train_step_check(check)`: `check(model)` runs once per traced train
+  step where the layers cannot check themselves (JAX); a no-op elsewhere.
+  The core passes its missing-callback check: the backend imports nothing
+  of kprune above it.
 * `restore_train_state(model, state)`: puts back the variables that JAX's
   `fit` purged into the train function's `state`, when kprune stops a step
   from running (a no-op elsewhere).
@@ -53,6 +57,7 @@ __all__ = [
     "read_mask",
     "masks_visible",
     "restore_train_state",
+    "add_train_step_check",
 ]
 
 name = keras.backend.backend()
@@ -73,3 +78,5 @@ float64_scope = _impl.float64_scope
 read_mask = _impl.read_mask
 masks_visible = _impl.masks_visible
 restore_train_state = _impl.restore_train_state
+# Only JAX's train step needs the core's checks (see backend/jax.py).
+add_train_step_check = getattr(_impl, "add_train_step_check", lambda check: None)

@@ -136,24 +136,33 @@ def _show_masks_to_constraints(train_step):
         finally:
             _STATE.values = previous
 
-    wrapped._kprune_wrapped = train_step
+    wrapped._kprune_wrapped = train_step  # noqa: SLF001 - same module
     return wrapped
 
 
-def _check_pruned_layers(model):
-    """The missing-callback check, once per traced train step.
+#: `check(model)` functions run once per traced train step (see
+#: `add_train_step_check`); the core registers the missing-callback check.
+_TRAIN_STEP_CHECKS = []
 
-    On TensorFlow and torch the pruned layers check it themselves when they
-    are called with `training=True`. Keras' JAX train step calls the model's
-    `call` directly (`stateless_call`), so a layer that a subclassed model's
-    `call` does not hand `training` to sees `training=None`; the step itself
-    checks every pruned layer instead.
+
+def add_train_step_check(check):
+    """Runs `check(model)` once per traced train step (JAX only).
+
+    On TensorFlow and torch the pruned layers check the missing callback
+    themselves when they are called with `training=True`. Keras' JAX train
+    step calls the model's `call` directly (`stateless_call`), so a layer that
+    a subclassed model's `call` does not hand `training` to sees
+    `training=None`; the step itself runs the checks registered here instead.
+    The backend imports nothing of kprune above it: the caller (the core)
+    passes the check.
     """
-    from kprune.core.wrapping import find_wrappers  # noqa: PLC0415  (the core, lazily)
-    from kprune.core.wrapper import check_trainable  # noqa: PLC0415
+    if check not in _TRAIN_STEP_CHECKS:
+        _TRAIN_STEP_CHECKS.append(check)
 
-    for masked in find_wrappers(model):
-        check_trainable(masked)
+
+def _check_pruned_layers(model):
+    for check in _TRAIN_STEP_CHECKS:
+        check(model)
 
 
 def _restore(model, state):
@@ -194,11 +203,11 @@ def _keep_weights_on_failure(make_train_function):
                     _restore(self, state)
                     raise
 
-            guarded._kprune_guarded = True
+            guarded._kprune_guarded = True  # noqa: SLF001 - same module
             self.train_function = guarded
         return out
 
-    wrapped._kprune_wrapped = make_train_function
+    wrapped._kprune_wrapped = make_train_function  # noqa: SLF001 - same module
     return wrapped
 
 

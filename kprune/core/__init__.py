@@ -5,5 +5,6 @@
 layer tree), `pruned_model` (layers pruned where they are), `wrapping`
 (`prune_low_magnitude`, `strip_pruning`), `pruner` (step counter and mask
 updates), `callbacks` (`PruningCallback`), `checks` (argument checks) and
-`calibration` (the calibration-data contract).
+`calibration` (the calibration-data contract: batches, loss, gradient
+loop) and `hessian` (the loss Hessian's diagonal, OBD saliencies).
 """

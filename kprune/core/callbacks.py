@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from kprune.core import checks
-from kprune.core.wrapping import find_wrappers
+from kprune.core.model_tree import find_wrappers
 from kprune.core.pruner import Pruner, optimizer_iterations
 from kprune.utils.event_file import EventFileWriter
 
@@ -87,7 +87,7 @@ class PruningCallback(keras.callbacks.Callback):
             # the end of that first batch (which then ran with dense weights;
             # build the model first, e.g. model(x[:1]), to prune from batch 0).
             for w in wrappers:
-                w._armed = True
+                w.armed = True
             return
         self._start()
 

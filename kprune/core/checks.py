@@ -32,6 +32,7 @@ import collections.abc
 import numbers
 import os
 
+import keras
 import numpy as np
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "check_choice",
     "check_finite_array",
     "check_float",
+    "check_fraction",
     "check_int",
     "check_labels",
     "check_layer_names",
@@ -49,6 +51,7 @@ __all__ = [
     "check_sparsity",
     "describe",
     "is_number",
+    "normalize_ignore",
 ]
 
 #: The largest step kprune stores (`pruning_step` is an int64 variable).
@@ -183,6 +186,26 @@ def check_sparsity(name, value, what="weights", fix=None):
             f"remove every one of them), got {value!r}.", fix
         ))
     return result
+
+
+def check_fraction(name, value, fix=None):
+    """Checks a fraction strictly between 0 and 1 (a share to remove per round).
+
+    Unlike `check_sparsity`, 0 is refused too: a fraction of 0 would do nothing.
+
+    Args:
+        name: the parameter's name.
+        value: the value to check.
+        fix: extra advice appended to the message.
+
+    Returns:
+        `float(value)`.
+
+    Example:
+    >>> check_fraction("fraction", 0.2)
+    0.2
+    """
+    return check_float(name, value, lo=0, hi=1, lo_inclusive=False, hi_inclusive=False, fix=fix)
 
 
 def check_int(name, value, lo=None, hi=INT64_MAX, fix=None):
@@ -518,3 +541,39 @@ def check_layer_names(param, names, layer_names, owners=None):
             f"layers unique names (name=... when building the nested models)."
         )
     return names
+
+
+def normalize_ignore(ignore):
+    """`ignore=` (layer names and/or Keras layer classes) as `{"names", "types"}`.
+
+    Args:
+        ignore: None, a layer name, a layer class, or a list/tuple/set of them.
+
+    Returns:
+        `{"names": set of str, "types": tuple of layer classes}`.
+
+    Raises:
+        TypeError: an item is neither a name nor a Keras layer class.
+
+    Example:
+    >>> normalize_ignore(["head", keras.layers.Embedding])
+    {'names': {'head'}, 'types': (<class 'keras...Embedding'>,)}
+    """
+    names, types = set(), []
+    if isinstance(ignore, (str, type)):
+        ignore = [ignore]  # one name or class, not its characters
+    elif ignore is not None and not isinstance(ignore, (list, tuple, set, frozenset)):
+        raise TypeError(
+            f"ignore must be a list of layer names (str) or Keras layer classes, "
+            f"got {describe(ignore)}."
+        )
+    for item in ignore or ():
+        if isinstance(item, str):
+            names.add(item)
+        elif isinstance(item, type) and issubclass(item, keras.layers.Layer):
+            types.append(item)
+        else:
+            raise TypeError(
+                f"ignore takes layer names (str) or Keras layer classes, got {item!r}."
+            )
+    return {"names": names, "types": tuple(types)}

@@ -36,145 +36,22 @@ from __future__ import annotations
 
 import keras
 
-from kprune.core import masking
+from kprune.core import checks, masking
 from kprune.core import schedules as schedules_lib
-from kprune.core.wrapper import MaskedWeights, PruneWrapper, is_prunable
+from kprune.core.model_tree import (  # noqa: F401 - find_layers: its old public path
+    copy_model,
+    find_by_index,
+    find_layers,
+    is_built,
+    prunable_layer_tree,
+    tree_index,
+)
+from kprune.core.wrapper import MaskedWeights, check_trainable, prunable_weights
 
-__all__ = [
-    "PrunedModel",
-    "MaskedGroup",
-    "prunable_layer_tree",
-    "select_tree_targets",
-    "find_layers",
-    "tree_index",
-    "copy_model",
-]
+__all__ = ["PrunedModel", "MaskedGroup", "select_tree_targets", "prune_layer_tree"]
 
-
-def _sublayers(layer):
-    """Direct sublayers of `layer` (Keras layers only, not ops nodes)."""
-    return [
-        sub for sub in layer._flatten_layers(include_self=False, recursive=False)
-        if isinstance(sub, keras.layers.Layer)
-    ]
-
-
-def prunable_layer_tree(model):
-    """The outermost prunable layers anywhere in `model`'s layer tree.
-
-    A prunable layer is not descended into (a `MultiHeadAttention` is one
-    target, not four `EinsumDense`s); layers used twice are listed once.
-
-    Returns:
-        A list of `(layer, label, is_top_level)` in traversal order. `label`
-        is the chain of layer names from the model down to the layer
-        (`"transformer_layer_0/self_attention"`): Keras' own `layer.path`
-        where the model was built in one go, but stable for a copy, a loaded
-        model and a model built by `build_from_config` alike.
-        `is_top_level` says whether a `PruneWrapper` could replace the layer
-        in a functional or Sequential graph (a node of `model` or of a graph
-        model nested in it).
-    """
-    out = []
-    for layer, label, graph in _walk(model):
-        if is_prunable(layer):
-            out.append((layer, label, graph))
-    return out
-
-
-def _walk(model, with_index=False):
-    """`(layer, label, in_graph)` for the layer tree, not descending into
-    prunable layers or `PruneWrapper`s; each layer once. With `with_index`,
-    also the layer's position in the tree (`"0.2.1"`): the same for a copy or
-    a loaded model, whose layers Keras may have named anew (`dense_3` for
-    `dense`), so it is what a `PrunedModel` finds its layers by."""
-    seen = set()
-
-    def visit(layer, prefix, index, graph):
-        for position, sub in enumerate(_sublayers(layer)):
-            if id(sub) in seen or isinstance(sub, PruneWrapper):
-                continue
-            seen.add(id(sub))
-            label = f"{prefix}{sub.name}"
-            where = f"{index}{position}"
-            yield (sub, label, graph, where) if with_index else (sub, label, graph)
-            if not is_prunable(sub):
-                nested_graph = graph and isinstance(sub, keras.Model) and _is_graph(sub)
-                yield from visit(sub, f"{label}/", f"{where}.", nested_graph)
-
-    yield from visit(model, "", "", _is_graph(model))
-
-
-def _find_layers(model, labels):
-    """`{label: layer}` for the given labels (see `prunable_layer_tree`)."""
-    wanted = set(labels)
-    return {label: layer for layer, label, _ in _walk(model) if label in wanted}
-
-
-def tree_index(model, label):
-    """The tree position (see `_walk`) of the layer labelled `label`."""
-    for _, found, _, where in _walk(model, with_index=True):
-        if found == label:
-            return where
-    return None
-
-
-def _find_by_index(model, indices):
-    wanted = set(indices)
-    return {where: layer for layer, _, _, where in _walk(model, with_index=True) if where in wanted}
-
-
-def _is_built(model):
-    """Built, or holding its weights (Keras leaves `built` False on some
-    subclassed models built by `build_from_config`)."""
-    return bool(model.built or model.weights)
-
-
-def _is_graph(model):
-    return isinstance(model, keras.Sequential) or callable(getattr(model, "_run_through_graph", None))
-
-
-def copy_model(model):
-    """A new model of the same class and config, with copies of the weights.
-
-    Works for functional and Sequential models, KerasHub models and subclassed
-    models that implement `get_config` (Keras records a subclassed model's
-    constructor arguments). Raises a ValueError saying how to proceed when the
-    model cannot be rebuilt from its config.
-    """
-    what = f"model '{model.name}' ({type(model).__name__})"
-    if type(model) in (keras.Model, keras.Sequential) or (
-            type(model).__name__ == "Functional" and _is_graph(model)):
-        # A plain graph: cloned layer by layer (each layer's own class, no
-        # registration needed), weights copied.
-        from kprune.core.wrapping import clone_layers, _fresh_copy  # noqa: PLC0415
-
-        return clone_layers(model, _fresh_copy)
-    try:
-        new = model.__class__.from_config(model.get_config())
-        if not _is_built(new):
-            build = model.get_build_config()
-            if not build:
-                raise ValueError("it records no build config (build it by calling it on data)")
-            new.build_from_config(build)
-    except Exception as e:  # the model's own code: any error means "cannot copy"
-        raise ValueError(
-            f"kprune cannot copy {what} to prune the copy: rebuilding it from "
-            f"get_config() failed ({type(e).__name__}: {e}). Implement "
-            f"get_config()/from_config() for it, or prune the model object "
-            f"itself with in_place=True (its variables then get kprune's mask "
-            f"constraints)."
-        ) from e
-    old_weights, new_weights = model.weights, new.weights
-    if [tuple(w.shape) for w in old_weights] != [tuple(w.shape) for w in new_weights]:
-        raise ValueError(
-            f"kprune cannot copy {what}: the copy rebuilt from get_config() "
-            f"has other weights ({len(new_weights)} vs {len(old_weights)}). "
-            f"Prune the model object itself with in_place=True."
-        )
-    for new_w, old_w in zip(new_weights, old_weights):
-        new_w.assign(keras.ops.convert_to_numpy(old_w))
-    return new
+# The layer-tree walkers (`prunable_layer_tree`, `find_layers`, `tree_index`,
+# `copy_model`) live in `kprune.core.model_tree`.
 
 
 class MaskedGroup(MaskedWeights):
@@ -248,7 +125,7 @@ class PrunedModel(keras.Model):
         self.model = model
         self._targets = [self._normalize(t) for t in targets]
         self.groups = []
-        if _is_built(model):
+        if is_built(model):
             self._attach()
 
     @staticmethod
@@ -272,7 +149,7 @@ class PrunedModel(keras.Model):
         for t in self._targets:
             if t["index"] is None:
                 t["index"] = tree_index(self.model, t["layer"])
-        by_index = _find_by_index(self.model, [t["index"] for t in self._targets if t["index"]])
+        by_index = find_by_index(self.model, [t["index"] for t in self._targets if t["index"]])
         found = {t["layer"]: by_index[t["index"]] for t in self._targets if t["index"] in by_index}
         missing = [t["layer"] for t in self._targets if t["layer"] not in found]
         if missing:
@@ -289,7 +166,7 @@ class PrunedModel(keras.Model):
         self.built = True
 
     def build(self, input_shape=None):
-        if not _is_built(self.model):
+        if not is_built(self.model):
             self.model.build(input_shape)
         self._attach()
 
@@ -297,12 +174,11 @@ class PrunedModel(keras.Model):
         return {"model": self.model.get_build_config()}
 
     def build_from_config(self, config):
-        if not _is_built(self.model) and config and config.get("model"):
+        if not is_built(self.model) and config and config.get("model"):
             self.model.build_from_config(config["model"])
         self._attach()
 
     def call(self, inputs, training=None, **kwargs):
-        from kprune.core.wrapper import check_trainable  # noqa: PLC0415
 
         if training:
             for group in self.groups:
@@ -349,7 +225,6 @@ def select_tree_targets(model, overrides=None, ignore=None, overrides_arg="spars
         A list of `(layer, label, override)`, where `override` is the
         layer's value in `overrides` (a sparsity) or `None` when it has none.
     """
-    from kprune.core.wrapping import _normalize_ignore  # noqa: PLC0415
 
     found = prunable_layer_tree(model)
     if not found:
@@ -358,7 +233,7 @@ def select_tree_targets(model, overrides=None, ignore=None, overrides_arg="spars
             f"layer tree: nothing to prune."
         )
     overrides = dict(overrides or {})
-    ignore = _normalize_ignore(ignore)
+    ignore = checks.normalize_ignore(ignore)
     labels = [label for _, label, _ in found]
     label_of = {id(l): label for l, label, _ in found}
     names = {}
@@ -398,7 +273,6 @@ def prune_layer_tree(model, pruning_schedule, granularity, scope, overrides, ign
                      in_place=False, verbose=0):
     """`kprune.prune_low_magnitude` for models a wrapper cannot reach: a
     `PrunedModel` over a copy of `model` (or `model` itself, `in_place`)."""
-    from kprune.core.wrapper import prunable_weights  # noqa: PLC0415
 
     targets = []
     for layer, label, override in select_tree_targets(model, overrides, ignore):
@@ -428,16 +302,3 @@ def prune_layer_tree(model, pruning_schedule, granularity, scope, overrides, ign
         print(f"kprune: pruning {len(targets)} layer(s) of '{model.name}' where they "
               f"are, in {where}: {', '.join(t['layer'] for t in targets)}")
     return pruned
-
-
-def find_layers(model, labels, like=None):
-    """`{label: layer}` in `model` for labels from `prunable_layer_tree`.
-
-    With `like` (the model `model` was copied from, whose layers the labels
-    name), layers are matched by their position in the tree, so a copy whose
-    layers Keras named anew is found all the same."""
-    if like is None:
-        return _find_layers(model, labels)
-    where = {label: tree_index(like, label) for label in labels}
-    by_index = _find_by_index(model, [w for w in where.values() if w is not None])
-    return {label: by_index[w] for label, w in where.items() if w in by_index}

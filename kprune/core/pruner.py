@@ -46,8 +46,8 @@ import numpy as np
 
 from kprune import backend
 from kprune.core import checks, masking
-from kprune.core.wrapping import find_wrappers
-from kprune.core.wrapper import STEP_DTYPE, model_assigner
+from kprune.core.model_tree import find_wrappers
+from kprune.core.wrapper import NO_CALLBACK_MESSAGE, STEP_DTYPE, model_assigner
 
 __all__ = ["Pruner", "update_masks"]
 
@@ -143,7 +143,7 @@ class Pruner:
                 batch, so a schedule starting at step 0 is not skipped).
         """
         for w in self.wrappers:
-            w._armed = True
+            w.armed = True
         fn = getattr(self.model, "train_function", None)
         if isinstance(fn, _RequireCallback):
             self.model.train_function = fn.fn
@@ -167,7 +167,7 @@ class Pruner:
         self.sync()
         self._buffers = {}
         for w in self.wrappers:
-            w._armed = False
+            w.armed = False
         fn = getattr(self.model, "train_function", None)
         if self.wrappers and fn is not None and not isinstance(fn, _RequireCallback):
             self.model.train_function = _RequireCallback(fn, self.model, self.wrappers)
@@ -336,12 +336,10 @@ class _RequireCallback:
         self.fn, self.model, self.wrappers = fn, model, wrappers
 
     def __call__(self, *args, **kwargs):
-        if not any(w._armed for w in self.wrappers):
-            from kprune.core.wrapper import _NO_CALLBACK_MESSAGE  # noqa: PLC0415
-
+        if not any(w.armed for w in self.wrappers):
             if args:
                 backend.restore_train_state(self.model, args[0])
-            raise ValueError(_NO_CALLBACK_MESSAGE.format(name=self.wrappers[0].layer.name))
+            raise ValueError(NO_CALLBACK_MESSAGE.format(name=self.wrappers[0].layer.name))
         return self.fn(*args, **kwargs)
 
 
@@ -391,7 +389,7 @@ def update_masks(model, step, normalize=None, min_keep=1):
     )
     pruner = Pruner(model, normalize=normalize, min_keep=min_keep)
     for w in pruner.wrappers:
-        w._armed = True
+        w.armed = True
     # The batch about to run trains with the masks of schedule step
     # `step + 1` (see the module docstring); a first call (or a repeated one)
     # also applies the update of `step` itself, as `Pruner.start()` does.
@@ -409,10 +407,10 @@ def update_masks(model, step, normalize=None, min_keep=1):
         for first, last in ranges:
             if _has_update(w, first, last):
                 phases.setdefault((first, last), []).append(w)
-    pruner._step = step
+    pruner._step = step  # noqa: SLF001 - same module
     updated = set()
     for (first, last), wrappers in sorted(phases.items(), key=lambda kv: kv[0][1]):
-        pruner._assign(last, wrappers)
+        pruner._assign(last, wrappers)  # noqa: SLF001 - same module
         updated.update(id(w) for w in wrappers)
     pruner.sync()
     return [w.layer.name for w in pruner.wrappers if id(w) in updated]

@@ -338,7 +338,7 @@ class MaskConstraint(keras.constraints.Constraint):
 #: where Keras stores int64 variables as int32 (with a warning).
 STEP_DTYPE = "int32" if backend.name == "jax" else "int64"
 
-_NO_CALLBACK_MESSAGE = (
+NO_CALLBACK_MESSAGE = (
     "kprune: layer '{name}' is being trained without kprune.PruningCallback. "
     "Pass callbacks=[kprune.PruningCallback()] to model.fit(...), or call "
     "kprune.Pruner(model).start() before a custom training loop."
@@ -374,7 +374,7 @@ class MaskedWeights:
         pruned weight of `layer` and the step counter, and puts a
         `MaskConstraint` on each pruned weight."""
         self._pruned = []  # list of (variable, mask variable, Layout)
-        self._armed = getattr(self, "_armed", False)
+        self.armed = getattr(self, "armed", False)
         self._assign_fns = getattr(self, "_assign_fns", {})
         # A layer kprune cannot prune (wrapped with allow_no_masks=True) gets no masks.
         pairs = prunable_weights(layer, include_bias=prune_bias) if is_prunable(layer) else []
@@ -480,8 +480,8 @@ def check_trainable(masked):
     keeps its masks right: the callback (for a schedule), or on JAX a train
     step whose constraints see the masks. Checked in Python, when the train
     step is traced or run eagerly."""
-    if masked.pruning_schedule is not None and not masked._armed:
-        raise ValueError(_NO_CALLBACK_MESSAGE.format(name=masked.layer.name))
+    if masked.pruning_schedule is not None and not masked.armed:
+        raise ValueError(NO_CALLBACK_MESSAGE.format(name=masked.layer.name))
     if not backend.masks_visible():
         raise ValueError(_JAX_TRAIN_STEP_MESSAGE.format(name=masked.layer.name))
 
@@ -571,7 +571,7 @@ class PruneWrapper(MaskedWeights, keras.layers.Wrapper):
         self._pruned = []  # list of (variable, mask variable, Layout)
         # Set by Pruner.start() (PruningCallback.on_train_begin): training a
         # scheduled wrapper before that raises an error naming the callback.
-        self._armed = False
+        self.armed = False
         # The model's `MaskAssigner`, keyed by the wrappers it updates (see
         # `model_assigner`); held here, so it dies with the model.
         self._assign_fns = {}
@@ -689,10 +689,10 @@ def assign_masks(wrappers, masks, step=None):
         step: if given, stored as every wrapper's `pruning_step`.
     """
     wrappers = list(wrappers)
-    tensors = [w._mask_tensors(ms) for w, ms in zip(wrappers, masks)]
+    tensors = [w._mask_tensors(ms) for w, ms in zip(wrappers, masks)]  # noqa: SLF001 - same module
     value = None if step is None else np.asarray(int(step), STEP_DTYPE)
     for w, ms in zip(wrappers, tensors):
-        w._assign_masks_graph(ms, value)
+        w._assign_masks_graph(ms, value)  # noqa: SLF001 - same module
 
 
 class MaskAssigner:
@@ -726,7 +726,7 @@ class MaskAssigner:
     def _assign(self, all_masks, step):
         for w, ms in zip(self.wrappers, all_masks):
             if ms is not None:
-                w._assign_masks_graph(ms, step)
+                w._assign_masks_graph(ms, step)  # noqa: SLF001 - same module
 
     def __call__(self, masks, step):
         """Assigns `masks[i]` (one array per pruned weight, or None: unchanged)
@@ -734,7 +734,7 @@ class MaskAssigner:
         tensors = []
         for w, ms in zip(self.wrappers, masks):
             if ms is not None:
-                tensors.append(w._mask_tensors(ms))
+                tensors.append(w._mask_tensors(ms))  # noqa: SLF001 - same module
             elif self.compiled:
                 # The compiled function always gets every mask (one trace):
                 # an unchanged one is its current value, read on the device.
@@ -765,7 +765,7 @@ def model_assigner(wrappers):
     """
     wrappers = tuple(wrappers)
     key = tuple(id(w) for w in wrappers)
-    cache = wrappers[0]._assign_fns
+    cache = wrappers[0]._assign_fns  # noqa: SLF001 - same module
     assigner = cache.get(key)
     if assigner is None:
         assigner = cache[key] = MaskAssigner(wrappers)

@@ -12,137 +12,26 @@ import keras
 
 from kprune.core import checks, masking
 from kprune.core import schedules as schedules_lib
-from kprune.core.wrapper import PruneWrapper, is_prunable
+from kprune.core.model_tree import (
+    check_clonable,
+    clone_layers,
+    copy_model,
+    copy_weights,
+    find_wrappers,
+    fresh_copy,
+    layer_owners,
+    layers_in_subclassed,
+    leaf_layers,
+    needs_pruned_model,
+    unprunable_layers,
+)
+from kprune.core.pruned_model import PrunedModel, prune_layer_tree
+from kprune.core.wrapper import PruneWrapper, is_prunable, prunable_weights
 
-__all__ = [
-    "prune_low_magnitude", "strip_pruning", "find_wrappers", "unprunable_layers",
-    "wrap_fixed", "clone_layers", "rebuild_layer",
-]
+__all__ = ["prune_low_magnitude", "strip_pruning", "select_layers", "summary", "wrap_fixed"]
 
-
-def find_wrappers(model):
-    """Every pruned layer's masks in `model` (`kprune.core.wrapper.MaskedWeights`):
-    its `PruneWrapper` layers, nested models included, and the groups of any
-    `kprune.PrunedModel` (the model itself or one nested in it)."""
-    from kprune.core.pruned_model import PrunedModel  # noqa: PLC0415
-
-    if isinstance(model, PruneWrapper):
-        return [model]
-    found = []
-    layers = [model] + list(model._flatten_layers(include_self=False))
-    for layer in layers:
-        if isinstance(layer, PruneWrapper):
-            found.append(layer)
-        elif isinstance(layer, PrunedModel):
-            found.extend(layer.groups)
-    return found
-
-
-def _leaf_layers(model):
-    """Layers that hold computation (no models, no wrappers' inner layers)."""
-    out = []
-    for layer in model._flatten_layers(include_self=False, recursive=False):
-        if not isinstance(layer, keras.layers.Layer):
-            continue  # an ops node of a functional graph (GetItem, ...)
-        if isinstance(layer, keras.Model):
-            out.extend(_leaf_layers(layer))
-        else:
-            out.append(layer)
-    return out
-
-
-def _layers_in_subclassed(model, owner=None):
-    """`(layer, subclassed_model)` for leaf layers nested in subclassed models."""
-    out = []
-    for layer in model._flatten_layers(include_self=False, recursive=False):
-        if isinstance(layer, keras.Model):
-            graph = isinstance(layer, keras.Sequential) or _is_functional(layer)
-            out.extend(_layers_in_subclassed(layer, owner if graph else (owner or layer)))
-        elif owner is not None:
-            out.append((layer, owner))
-    return out
-
-
-def unprunable_layers(model):
-    """Names and types of the layers with weights that kprune leaves dense."""
-    return [
-        (l.name, type(l).__name__)
-        for l in _leaf_layers(model)
-        if not isinstance(l, (PruneWrapper, keras.layers.InputLayer))
-        and not is_prunable(l)
-        and l.weights
-    ]
-
-
-def rebuild_layer(layer, config=None):
-    """A new, unbuilt layer of `layer`'s class from `config` (default: its own).
-
-    The one way kprune re-creates a layer to build a pruned copy of a model
-    (the caller's model is never modified):
-
-    * a `keras.layers.Lambda` holding a Python lambda is rebuilt without
-      Keras' safe-mode check: that check guards *files*, and here the
-      function is the caller's own object in memory;
-    * a layer whose `get_config()` does not give back its constructor
-      arguments gets kprune's message naming the layer and the fix, instead
-      of Keras' deserialization error.
-
-    Args:
-        layer: a Keras layer.
-        config: the config to build from (default `layer.get_config()`), for
-            callers that change an argument.
-
-    Returns:
-        The new layer.
-
-    Raises:
-        TypeError: the layer cannot be rebuilt from its config.
-
-    Example:
-    >>> twin = rebuild_layer(model.get_layer("scale"))
-    """
-    config = layer.get_config() if config is None else config
-    cls = layer.__class__
-    try:
-        if isinstance(layer, keras.layers.Lambda):
-            return cls.from_config(config, safe_mode=False)
-        return cls.from_config(config)
-    except Exception as e:  # the layer's own code: any error means "cannot rebuild"
-        detail = str(e).strip().splitlines()
-        detail = next((d for d in reversed(detail) if d.strip()), type(e).__name__)
-        raise TypeError(
-            f"kprune cannot copy layer '{layer.name}' ({cls.__name__}): "
-            f"{cls.__name__}.from_config(layer.get_config()) fails ({detail[:300]}). "
-            f"kprune builds the pruned model from copies of your layers, so each "
-            f"layer's get_config() must return every __init__ argument. Fix: add them "
-            f"in {cls.__name__}.get_config(), e.g. `return {{**super().get_config(), "
-            f"'units': self.units}}` (or do not override get_config: Keras then records "
-            f"the arguments itself)."
-        ) from e
-
-
-def _fresh_copy(layer):
-    """A new, unbuilt layer of the same class and config (`rebuild_layer`)."""
-    return rebuild_layer(layer)
-
-
-def clone_layers(model, clone_layer):
-    """A new model with every leaf layer replaced by `clone_layer(layer)`.
-
-    The one cloning route of kprune (what `prune_low_magnitude`,
-    `strip_pruning` and `wrap_fixed` use): nested Sequential/functional models
-    are cloned too, input names are kept, and weights are copied layer by
-    layer afterwards. The caller's model is not modified.
-
-    Args:
-        model: a built Sequential or functional model.
-        clone_layer: `layer -> new unbuilt layer` (for example
-            `layer.__class__.from_config(changed_config)`).
-
-    Returns:
-        The new model.
-    """
-    return _clone(model, clone_layer)
+# `find_wrappers`, `unprunable_layers` and `clone_layers` live in
+# `kprune.core.model_tree`; imported above, they stay reachable here.
 
 
 def wrap_fixed(model, layers, scope="layer", prune_bias=False, layer_scopes=None):
@@ -166,173 +55,13 @@ def wrap_fixed(model, layers, scope="layer", prune_bias=False, layer_scopes=None
     layer_scopes = layer_scopes or {}
 
     def clone_layer(layer):
-        new = _fresh_copy(layer)
+        new = fresh_copy(layer)
         if id(layer) not in target_ids:
             return new
         return PruneWrapper(new, pruning_schedule=None,
                             scope=layer_scopes.get(layer.name, scope), prune_bias=prune_bias)
 
-    return _clone(model, clone_layer)
-
-
-def _check_model(model, what):
-    if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
-        return
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"{what} expects a Keras 3 layer or model (keras.Model, "
-            f"keras.Sequential or a functional model), got "
-            f"{type(model).__module__}.{type(model).__name__}."
-        )
-    is_graph = isinstance(model, keras.Sequential) or _is_functional(model)
-    if not is_graph:
-        raise ValueError(_subclassed_message(model, what))
-    if not model.built:
-        raise ValueError(
-            f"Model '{model.name}' is not built. Build it first, for example "
-            f"with a keras.Input layer or model.build(input_shape)."
-        )
-
-
-def _subclassed_message(model, what):
-    """Why a subclassed model cannot be rewrapped, layer by layer, and what to do."""
-    lines = [
-        f"{what}: model '{model.name}' is a subclassed keras.Model "
-        f"({type(model).__name__}). Its call() is Python code that kprune "
-        f"cannot copy and rewire, so it cannot put wrappers in (or take them "
-        f"out of) a copy of it, and it never modifies your model in place."
-    ]
-    wrapped, rows = [], []
-    for layer in model._flatten_layers(include_self=False, recursive=False):
-        kind = type(layer).__name__
-        if isinstance(layer, PruneWrapper):
-            wrapped.append(layer.name)
-        elif isinstance(layer, keras.Model):
-            if isinstance(layer, keras.Sequential) or _is_functional(layer):
-                rows.append(
-                    f"  - '{layer.name}' ({kind}): a nested model; prune it in "
-                    f"__init__ with kprune.prune_low_magnitude(...)"
-                )
-            else:
-                rows.append(
-                    f"  - '{layer.name}' ({kind}): a nested subclassed model; "
-                    f"wrap its layers in its own __init__"
-                )
-        elif is_prunable(layer):
-            rows.append(
-                f"  - '{layer.name}' ({kind}): prunable; wrap it in __init__ "
-                f"with kprune.PruneWrapper({kind}(...), schedule)"
-            )
-        elif layer.weights or not layer.built:
-            rows.append(f"  - '{layer.name}' ({kind}): not prunable, stays dense")
-    if wrapped and what == "prune_low_magnitude":
-        lines.append(
-            f"It already holds PruneWrapper layers {wrapped}: train it "
-            f"directly with callbacks=[kprune.PruningCallback()] (or "
-            f"kprune.Pruner in a custom loop); no prune_low_magnitude needed."
-        )
-    elif wrapped:
-        lines.append(
-            f"It holds PruneWrapper layers {wrapped}. Their stored pruned "
-            f"weights are already exactly zero; to drop the wrappers, build the "
-            f"model without them and copy the weights layer by layer."
-        )
-    if rows:
-        lines.append("Layers found in it:")
-        lines.extend(rows)
-    lines.append(
-        "To prune it, either create the layers wrapped in __init__, e.g. "
-        "self.fc = kprune.PruneWrapper(keras.layers.Dense(10), "
-        "kprune.ConstantSparsity(0.8)), and train with "
-        "callbacks=[kprune.PruningCallback()]; or rebuild the model as a "
-        "keras.Sequential or functional model and call "
-        "kprune.prune_low_magnitude on it."
-    )
-    return "\n".join(lines)
-
-
-def _is_functional(model):
-    # Functional models (keras.Model(inputs, outputs)) are graphs of
-    # operations that clone_model re-runs with `_run_through_graph`;
-    # subclassed models have no such graph.
-    return callable(getattr(model, "_run_through_graph", None))
-
-
-def _clone(model, clone_layer, cache=None):
-    """Clones `model` (recursively) with `clone_layer`, then copies weights.
-
-    Nested Sequential/functional models are cloned by this function too, so
-    their inputs keep their names (`keras.models.clone_model(recursive=True)`
-    would rename them); `cache` keeps layers shared between them shared.
-    """
-    pairs = []
-    cache = {} if cache is None else cache
-
-    def clone_function(layer):
-        if id(layer) in cache:
-            return cache[id(layer)]
-        if not isinstance(layer, keras.layers.Layer):
-            return layer  # an ops node (GetItem, ...): stateless, reused as is
-        if isinstance(layer, keras.Sequential) or (
-            isinstance(layer, keras.Model) and _is_functional(layer)
-        ):
-            new = _clone(layer, clone_layer, cache)
-        else:
-            new = clone_layer(layer)
-            pairs.append((layer, new))
-        cache[id(layer)] = new
-        return new
-
-    clone = keras.models.clone_model(
-        model,
-        input_tensors=_named_inputs(model),
-        clone_function=clone_function,
-    )
-    for old, new in pairs:
-        _copy_weights(old, new)
-    return clone
-
-
-def _named_inputs(model):
-    """Fresh Inputs that keep the original input layers' names and specs.
-
-    `keras.models.clone_model` names new inputs after the KerasTensors, which
-    would change `get_config()`; the InputLayer is found through
-    `KerasTensor._keras_history` (private, pinned by tests/test_prune.py).
-    """
-    if isinstance(model, keras.Sequential) or not hasattr(model, "_inputs_struct"):
-        return None
-
-    def fresh(tensor):
-        layer = tensor._keras_history[0]
-        return keras.Input(
-            batch_shape=layer.batch_shape, dtype=layer.dtype,
-            sparse=layer.sparse, name=layer.name,
-        )
-
-    return keras.tree.map_structure(fresh, model._inputs_struct)
-
-
-def _copy_weights(old, new):
-    old_inner = old.layer if isinstance(old, PruneWrapper) else old
-    new_inner = new.layer if isinstance(new, PruneWrapper) else new
-    if not old_inner.weights:
-        return
-    values = [keras.ops.convert_to_numpy(v) for v in old_inner.weights]
-    if isinstance(old, PruneWrapper) and not isinstance(new, PruneWrapper):
-        # Stripping: bake the masks in.
-        masked = {id(w): m for w, m in zip(old.prunable_weights, old.masks)}
-        values = [
-            val * keras.ops.convert_to_numpy(masked[id(w)]).astype(val.dtype)
-            if id(w) in masked else val
-            for w, val in zip(old_inner.weights, values)
-        ]
-    for var, val in zip(new_inner.weights, values):
-        var.assign(val)
-    if isinstance(old, PruneWrapper) and isinstance(new, PruneWrapper):
-        for a, b in zip(old.masks, new.masks):
-            b.assign(keras.ops.convert_to_numpy(a))
-        new.pruning_step.assign(keras.ops.convert_to_numpy(old.pruning_step))
+    return clone_layers(model, clone_layer)
 
 
 _DEFAULT_SCHEDULE = schedules_lib.ConstantSparsity(0.5, begin_step=0, frequency=100)
@@ -473,15 +202,14 @@ def prune_low_magnitude(
             raise ValueError(f"Layer '{to_prune.name}' is already pruned (a PruneWrapper).")
         wrapper_kwargs.setdefault("input_shape", getattr(to_prune, "_input_shape_arg", None))
         wrapper = PruneWrapper(
-            _fresh_copy(to_prune), pruning_schedule, granularity, scope, **wrapper_kwargs
+            fresh_copy(to_prune), pruning_schedule, granularity, scope, **wrapper_kwargs
         )
         if to_prune.built:
             wrapper.build_from_config(to_prune.get_build_config())
-            _copy_weights(to_prune, wrapper)
+            copy_weights(to_prune, wrapper)
         return wrapper
 
-    if pruning_policy is None and _needs_pruned_model(to_prune):
-        from kprune.core.pruned_model import prune_layer_tree  # noqa: PLC0415
+    if pruning_policy is None and needs_pruned_model(to_prune):
 
         return prune_layer_tree(to_prune, pruning_schedule, granularity, scope,
                                 overrides, ignore, in_place, verbose)
@@ -501,7 +229,7 @@ def prune_low_magnitude(
     target_ids = {id(l) for l in targets}
     # Validate every granularity against every weight before cloning anything.
     for layer in targets:
-        for weight, layout in _weights_of(layer):
+        for weight, layout in prunable_weights(layer):
             try:
                 granularity.validate(
                     tuple(weight.shape), layout,
@@ -514,7 +242,7 @@ def prune_low_magnitude(
                 ) from None
 
     def clone_layer(layer):
-        new = _fresh_copy(layer)
+        new = fresh_copy(layer)
         if id(layer) not in target_ids:
             return new
         schedule, layer_scope = pruning_schedule, scope
@@ -529,7 +257,7 @@ def prune_low_magnitude(
             layer_scope = "layer"
         return PruneWrapper(new, schedule, granularity, layer_scope)
 
-    pruned = _clone(to_prune, clone_layer)
+    pruned = clone_layers(to_prune, clone_layer)
     if verbose:
         print(summary(pruned))
     return pruned
@@ -555,11 +283,9 @@ def _prune_list(layers, pruning_schedule, granularity, scope):
                 f"out of the list."
             )
         if not isinstance(layer, keras.layers.InputLayer) and not is_prunable(layer):
-            from kprune.core.wrapper import prunable_weights
-
             prunable_weights(layer)  # raises the descriptive error
     return [
-        _fresh_copy(layer) if isinstance(layer, keras.layers.InputLayer)
+        fresh_copy(layer) if isinstance(layer, keras.layers.InputLayer)
         else prune_low_magnitude(layer, pruning_schedule, granularity, scope)
         for layer in layers
     ]
@@ -567,9 +293,9 @@ def _prune_list(layers, pruning_schedule, granularity, scope):
 
 def _apply_policy(policy, model, targets, allow_none=False):
     """The targets a `PruningPolicy` allows, after it has checked the model."""
-    from kprune.deploy.policy import PruningPolicy
-
-    if not isinstance(policy, PruningPolicy):
+    # Duck-typed (kprune.PruningPolicy lives in kprune.deploy, above the core).
+    if not all(callable(getattr(policy, m, None))
+               for m in ("allow_pruning", "ensure_model_supports_pruning")):
         raise TypeError(
             f"pruning_policy must be a kprune.PruningPolicy such as "
             f"kprune.PruneForLatencyOnXNNPack(), got {policy!r}."
@@ -583,19 +309,6 @@ def _apply_policy(policy, model, targets, allow_none=False):
             f"nothing to prune."
         )
     return allowed
-
-
-def _needs_pruned_model(model):
-    """Whether `model` has prunable layers that no `PruneWrapper` can reach
-    (inside composite layers or subclassed models): then it is pruned as a
-    `kprune.PrunedModel`."""
-    from kprune.core.pruned_model import prunable_layer_tree  # noqa: PLC0415
-
-    if not isinstance(model, keras.Model) or not (model.built or model.weights):
-        return False
-    if any(isinstance(l, PruneWrapper) for l in model._flatten_layers(include_self=False)):
-        return False  # already pruned: select_layers says so
-    return any(not top for _, _, top in prunable_layer_tree(model))
 
 
 def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitude",
@@ -623,17 +336,17 @@ def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitud
         TypeError / ValueError: not a usable model, already pruned, unknown
             layer names, or nothing left to prune.
     """
-    _check_model(model, caller)
+    check_clonable(model, caller)
     overrides = overrides or {}
-    ignore = _normalize_ignore(ignore)
-    leaves = _leaf_layers(model)
+    ignore = checks.normalize_ignore(ignore)
+    leaves = leaf_layers(model)
     if existing_wrappers == "raise" and any(isinstance(l, PruneWrapper) for l in leaves):
         raise ValueError(
             f"Model '{model.name}' is already pruned (it contains PruneWrapper "
             f"layers). Call kprune.strip_pruning(model) first to re-prune it."
         )
     names = [l.name for l in leaves]
-    owners = _owners(model)
+    owners = layer_owners(model)
     checks.check_layer_names(overrides_arg, list(overrides), names, owners)
     checks.check_layer_names("ignore", sorted(ignore["names"]), names, owners)
 
@@ -646,7 +359,7 @@ def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitud
 
     # Layers inside a nested subclassed model are not reachable by cloning:
     # its call() is Python code. Say so instead of leaving them dense quietly.
-    hidden = _layers_in_subclassed(model)
+    hidden = layers_in_subclassed(model)
     hidden_ids = {id(l) for l, _ in hidden}
     skipped = [(l, owner) for l, owner in hidden if wanted(l)]
     if skipped:
@@ -678,46 +391,6 @@ def select_layers(model, overrides=None, ignore=None, caller="prune_low_magnitud
     )
 
 
-def _weights_of(layer):
-    from kprune.core.wrapper import prunable_weights
-
-    return prunable_weights(layer)
-
-
-def _owners(model, path=None):
-    """`{leaf layer name: [the (nested) model each copy sits in]}`."""
-    out = {}
-    path = path or model.name
-    for layer in model._flatten_layers(include_self=False, recursive=False):
-        if isinstance(layer, keras.Model):
-            for name, where in _owners(layer, f"{path}/{layer.name}").items():
-                out.setdefault(name, []).extend(where)
-        else:
-            out.setdefault(layer.name, []).append(path)
-    return out
-
-
-def _normalize_ignore(ignore):
-    names, types = set(), []
-    if isinstance(ignore, str) or isinstance(ignore, type):
-        ignore = [ignore]  # one name or class, not its characters
-    elif ignore is not None and not isinstance(ignore, (list, tuple, set, frozenset)):
-        raise TypeError(
-            f"ignore must be a list of layer names (str) or Keras layer classes, "
-            f"got {checks.describe(ignore)}."
-        )
-    for item in ignore or ():
-        if isinstance(item, str):
-            names.add(item)
-        elif isinstance(item, type) and issubclass(item, keras.layers.Layer):
-            types.append(item)
-        else:
-            raise TypeError(
-                f"ignore takes layer names (str) or Keras layer classes, got {item!r}."
-            )
-    return {"names": names, "types": tuple(types)}
-
-
 def summary(model):
     """A short text listing wrapped and unwrapped layers of a pruned model."""
     wrapped = [w.layer.name for w in find_wrappers(model)]
@@ -747,25 +420,24 @@ def strip_pruning(model):
     >>> plain = kprune.strip_pruning(pruned)
     >>> plain.save("model.keras")
     """
-    from kprune.core.pruned_model import PrunedModel, copy_model  # noqa: PLC0415
 
     if isinstance(model, PruneWrapper):
-        layer = _fresh_copy(model.layer)
+        layer = fresh_copy(model.layer)
         if model.built:
             layer.build_from_config(model.layer.get_build_config())
-            _copy_weights(model, layer)
+            copy_weights(model, layer)
         return layer
     if isinstance(model, PrunedModel):
         # The stored pruned weights already are exactly zero: a plain copy of
         # the inner model is the stripped model.
         return copy_model(model.model)
-    _check_model(model, "strip_pruning")
+    check_clonable(model, "strip_pruning")
     if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
-        return _fresh_copy(model)
+        return fresh_copy(model)
 
     def clone_layer(layer):
         if isinstance(layer, PruneWrapper):
-            return _fresh_copy(layer.layer)
-        return _fresh_copy(layer)
+            return fresh_copy(layer.layer)
+        return fresh_copy(layer)
 
-    return _clone(model, clone_layer)
+    return clone_layers(model, clone_layer)

@@ -18,127 +18,18 @@ is given; movement pruning is `kprune.MovementPruning`.
   (`kprune.structured.importance.HessianImportance`).
 * `RandomScores(seed)`: i.i.d. uniform scores, the sanity baseline.
 
-The gradient code (TensorFlow `GradientTape`) is kept in one private
-function, `_hessian_terms`.
+The Hessian math (`hessian_diagonal`, `obd_scores`) lives in
+`kprune.core.hessian`, shared with the channel criterion
+`kprune.structured.importance.HessianImportance`; it is re-exported here.
 """
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
+from kprune.core.hessian import DEFAULT_SAMPLES, hessian_diagonal, obd_scores
+
 __all__ = ["OBD", "RandomScores", "hessian_diagonal", "obd_scores"]
-
-#: Hutchinson samples (Hessian-vector products) per estimate.
-DEFAULT_SAMPLES = 8
-
-
-def _loss_fn(model, loss):
-    if loss is None:
-        loss = getattr(model, "loss", None)
-    if loss is None:
-        raise ValueError(
-            f"A loss is needed for the Hessian: pass loss=... (e.g. "
-            f"'sparse_categorical_crossentropy'); model '{model.name}' is not compiled."
-        )
-    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if not callable(fn):
-        raise TypeError(f"loss must be a Keras loss or a callable, got {loss!r}.")
-    return fn
-
-
-def _hessian_terms(model, variables, x, y, loss_fn, vectors):
-    """`[H v for v in vectors]` (per variable), or the exact diagonal if None.
-
-    H is the Hessian of `mean(loss_fn(y, model(x)))` with respect to
-    `variables`, the model in inference mode. Hessian-vector products come
-    from the backend seam (`kprune.backend.hvp_fn`), so this runs on every
-    backend; the exact diagonal takes one product per entry (small variables).
-    """
-    from kprune import backend  # noqa: PLC0415
-
-    def objective(xb, yb):
-        return keras.ops.mean(loss_fn(yb, model(xb, training=False)))
-
-    hvp = backend.hvp_fn(objective, variables, compiled=False)
-    shapes = [tuple(v.shape) for v in variables]
-    if vectors is None:
-        diagonals = []
-        for i, shape in enumerate(shapes):
-            n = int(np.prod(shape))
-            diag = np.zeros(n, np.float64)
-            for j in range(n):
-                unit = [np.zeros(s, np.float32) for s in shapes]
-                unit[i].reshape(-1)[j] = 1.0
-                diag[j] = np.asarray(hvp(unit, x, y)[1][i]).reshape(-1)[j]
-            diagonals.append(diag.reshape(shape))
-        return diagonals
-    return [[np.asarray(h) for h in hvp(vec, x, y)[1]] for vec in vectors]
-
-
-def hessian_diagonal(model, variables, x, y, loss=None, method="hutchinson",
-                     samples=DEFAULT_SAMPLES, batch_size=256, seed=0):
-    """The diagonal of the loss Hessian for some variables of `model`.
-
-    Args:
-        model: a Keras model (run in inference mode; not modified).
-        variables: the variables (e.g. `wrapper.prunable_weights`).
-        x, y: data arrays; the loss is the mean over them (in batches of
-            `batch_size`, averaged).
-        loss: a Keras loss (default: the model's compiled loss).
-        method: `"hutchinson"` (`mean_s z_s * H z_s`, `z_s` Rademacher;
-            unbiased) or `"exact"` (the full Hessian block of each variable:
-            `n**2` memory, small variables only).
-        samples: Hutchinson samples.
-        batch_size: batch size of the passes over `x`.
-        seed: seed of the Rademacher vectors.
-
-    Returns:
-        A list of numpy arrays, the diagonals in the shapes of `variables`.
-
-    Example:
-    >>> h = kprune.methods.criteria.hessian_diagonal(model, [layer.kernel], x, y,
-    ...                                      loss="mse", method="exact")
-    """
-    if method not in ("hutchinson", "exact"):
-        raise ValueError(f"method must be 'hutchinson' or 'exact', got {method!r}.")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}.")
-    loss_fn = _loss_fn(model, loss)
-    variables = list(variables)
-    x = np.asarray(x)
-    y = np.asarray(y)
-    n = len(x)
-    if n == 0:
-        raise ValueError("x holds no examples.")
-    starts = list(range(0, n, batch_size))
-    total = [np.zeros(tuple(v.shape), np.float64) for v in variables]
-    if method == "exact":
-        for s in starts:
-            xb, yb = x[s:s + batch_size], y[s:s + batch_size]
-            for t, d in zip(total, _hessian_terms(model, variables, xb, yb, loss_fn, None)):
-                t += d * len(xb) / n
-        return total
-    rng = np.random.default_rng(seed)
-    vectors = [[rng.choice([-1.0, 1.0], size=tuple(v.shape)).astype("float32") for v in variables]
-               for _ in range(samples)]
-    for s in starts:
-        xb, yb = x[s:s + batch_size], y[s:s + batch_size]
-        for vec, hv in zip(vectors, _hessian_terms(model, variables, xb, yb, loss_fn, vectors)):
-            for t, z, h in zip(total, vec, hv):
-                t += z * h * (len(xb) / n) / samples
-    return total
-
-
-def obd_scores(model, variables, x, y, loss=None, **kwargs):
-    """OBD saliencies `0.5 * h_ii * w_i**2` of `variables` (list of arrays).
-
-    `kwargs` go to `hessian_diagonal` (`method`, `samples`, ...).
-    """
-    diag = hessian_diagonal(model, variables, x, y, loss, **kwargs)
-    return [0.5 * h * np.square(np.asarray(keras.ops.convert_to_numpy(v), np.float64))
-            for h, v in zip(diag, variables)]
-
 
 class OBD:
     """Optimal Brain Damage scores for `Pruner`/`PruningCallback(scores=...)`.

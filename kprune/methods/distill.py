@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from kprune.core import checks
+from kprune.structured import ChannelPruner, DependencyGraph
 from kprune.utils.progress import Progress
 
 __all__ = [
@@ -271,8 +272,6 @@ def sample_ratios(model, n, max_ratio=0.7, mean_ratio=None, seed=0):
     Returns:
         A list of `{producer layer name: ratio}` dicts for `ChannelPruner`.
     """
-    from kprune.structured import DependencyGraph
-
     names = sorted({p for g in DependencyGraph(model).prunable_groups for p in g.producers})
     rng = np.random.default_rng(seed)
     out = []
@@ -309,8 +308,6 @@ def eagleeye_select(model, candidates, calibration_x, evaluate, importance="l1",
         `(best_model, best_candidate, scores)`, with `scores` the list of
         every candidate's evaluation, in order.
     """
-    from kprune.structured import ChannelPruner
-
     if not candidates:
         raise ValueError("candidates must be a non-empty list of pruning ratios.")
     best, best_score, best_candidate, scores = None, -np.inf, None, []

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kprune.utils.table import format_table
+
 __all__ = ["ForgettingReport", "forgetting_report"]
 
 
@@ -128,8 +130,6 @@ class ForgettingReport:
 
     def table(self):
         """The per-class table as text, worst change first."""
-        from kprune.utils.table import format_table  # noqa: PLC0415  (the one table printer)
-
         rows = sorted(self.as_dicts(), key=lambda r: r["change"])
         body = [[r["class"], r["n"], f"{r['dense_acc']:.2%}", f"{r['pruned_acc']:.2%}",
                  f"{100 * r['change']:+.2f}", f"{100 * r['relative_change']:+.2f}", r["pies"]]

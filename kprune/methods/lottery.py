@@ -43,7 +43,7 @@ import zipfile
 import keras
 import numpy as np
 
-from kprune.core import masking
+from kprune.core import checks, masking, model_tree
 from kprune.core import wrapping as prune_lib
 
 __all__ = ["IterativeMagnitudePruning", "RewindCheckpoint"]
@@ -56,15 +56,9 @@ def _numpy(variable):
     return np.array(keras.ops.convert_to_numpy(variable))
 
 
-def _check_fraction(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{name} must be a float in (0, 1), got {value!r}.")
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(
-            f"{name} must be in (0, 1): the fraction of the remaining weights "
-            f"removed per round (0.2 in Frankle & Carbin 2019); got {value!r}."
-        )
-    return float(value)
+#: What `fraction` means, for its error messages.
+_FRACTION_FIX = ("It is the fraction of the remaining weights removed per round (0.2 in "
+                 "Frankle & Carbin 2019).")
 
 
 class RewindCheckpoint(keras.callbacks.Callback):
@@ -138,7 +132,7 @@ class IterativeMagnitudePruning:
 
     def __init__(self, model, fraction=0.2, rewind_step=0, scope="global", ignore=None,
                  include_bias=False, min_keep=0, _wrapped=None):
-        self.fraction = _check_fraction("fraction", fraction)
+        self.fraction = checks.check_fraction("fraction", fraction, fix=_FRACTION_FIX)
         if isinstance(rewind_step, bool) or not isinstance(rewind_step, (int, np.integer)) or rewind_step < 0:
             raise ValueError(
                 f"rewind_step must be a non-negative integer (0 = rewind to the "
@@ -169,7 +163,7 @@ class IterativeMagnitudePruning:
     @property
     def wrappers(self):
         """The model's `PruneWrapper`s."""
-        return prune_lib.find_wrappers(self.model)
+        return model_tree.find_wrappers(self.model)
 
     def _state_ids(self):
         ids = set()
@@ -225,7 +219,7 @@ class IterativeMagnitudePruning:
             ValueError: `rewind=True` before the rewind point was recorded
                 (train with `callbacks=[imp.callback()]` past `rewind_step`).
         """
-        fraction = self.fraction if fraction is None else _check_fraction("fraction", fraction)
+        fraction = self.fraction if fraction is None else checks.check_fraction("fraction", fraction, fix=_FRACTION_FIX)
         if rewind and self.rewind_weights is None:
             raise ValueError(
                 f"No rewind point yet: rewind_step={self.rewind_step}, and "
@@ -302,7 +296,7 @@ class IterativeMagnitudePruning:
         if seed is not None:
             keras.utils.set_random_seed(int(seed))
         fresh = keras.models.clone_model(self.model)
-        for old, new in zip(self.wrappers, prune_lib.find_wrappers(fresh)):
+        for old, new in zip(self.wrappers, model_tree.find_wrappers(fresh)):
             new.assign_masks([_numpy(m) for m in old.masks])
         return fresh
 

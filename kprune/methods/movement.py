@@ -72,7 +72,7 @@ from keras import ops
 
 from kprune.core import checks, masking
 from kprune.core.callbacks import PruningCallback
-from kprune.core.wrapping import find_wrappers
+from kprune.core.model_tree import find_wrappers
 from kprune.core.pruner import Pruner
 from kprune.core.wrapper import assign_masks
 
@@ -438,7 +438,7 @@ class _ThresholdPruner(Pruner):
     """
 
     def __init__(self, model, callback, verbose=0):
-        super().__init__(model, verbose=verbose, scores=callback._wrapper_scores)
+        super().__init__(model, verbose=verbose, scores=callback._wrapper_scores)  # noqa: SLF001 - same module
         self.callback = callback
 
     def _assign(self, step, wrappers):
@@ -447,7 +447,7 @@ class _ThresholdPruner(Pruner):
         cb = self.callback
         all_masks, kept, total = [], 0, 0
         for w in wrappers:
-            tau = cb._set_penalty(w, step)
+            tau = cb._set_penalty(w, step)  # noqa: SLF001 - same module
             scores = {i: np.asarray(a) for i, a in enumerate(self.scores(w))}
             wanted = {i: _sigmoid(a) > tau for i, a in scores.items()}
             # At least min_keep weights per tensor (its highest scores).
@@ -475,7 +475,7 @@ class _ThresholdPruner(Pruner):
         assign_masks(wrappers, all_masks, step if self._step is None else self._step)
         for w, before, after in zip(wrappers, old, all_masks):
             for var, was, now in zip(w.prunable_weights, before, after):
-                previous, latent = cb._states[id(var)][1:3]
+                previous, latent = cb._states[id(var)][1:3]  # noqa: SLF001 - same module
                 revived = now & ~was
                 if revived.any():  # back with the value it had when pruned (the paper's dense W)
                     var.assign(np.where(revived, ops.convert_to_numpy(latent),

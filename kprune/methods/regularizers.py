@@ -26,7 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kprune.core import wrapping as prune_lib
+from kprune.core import model_tree
+from kprune.structured import ChannelPruner
 
 __all__ = ["network_slimming", "GrowingRegularization", "MaskedL2"]
 
@@ -86,9 +87,9 @@ def network_slimming(model, penalty=SLIMMING_PENALTY, layers=None):
         config = layer.get_config()
         if layer.name in names:
             config["gamma_regularizer"] = keras.regularizers.L1(float(penalty))
-        return prune_lib.rebuild_layer(layer, config)
+        return model_tree.rebuild_layer(layer, config)
 
-    return prune_lib.clone_layers(model, clone_layer)
+    return model_tree.clone_layers(model, clone_layer)
 
 
 def _leaves(model):
@@ -190,8 +191,6 @@ class GrowingRegularization(keras.callbacks.Callback):
         return getattr(self.model, "student", None) or self.model
 
     def on_train_begin(self, logs=None):
-        from kprune.structured import ChannelPruner  # noqa: PLC0415
-
         model = self._target_model()
         if self.pruner is None or self.pruner.model is not model:
             self.pruner = ChannelPruner(model, importance=self.importance,

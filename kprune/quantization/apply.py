@@ -29,7 +29,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune.core import wrapping
+from kprune.core import model_tree
 from kprune.quantization.wrapper import (QuantizeWrapper, activation_name, call_layer, fused_activation,
                                          kernel_kind)
 from kprune.core.wrapper import PruneWrapper
@@ -136,10 +136,10 @@ def quantize_annotate_model(model):
     _check_model(model, "quantize_annotate_model")
 
     def clone_layer(layer):
-        new = _fresh_copy(layer)
+        new = model_tree.fresh_copy(layer)
         return QuantizeAnnotate(new, name=f"quant_annotate_{layer.name}")
 
-    return wrapping.clone_layers(model, clone_layer)
+    return model_tree.clone_layers(model, clone_layer)
 
 
 def quantize_model(model, preserve_sparsity=True, name_prefix="quant_"):
@@ -196,9 +196,9 @@ def quantize_apply(model, preserve_sparsity=False, name_prefix="quant_"):
             f"quantize_annotate_layer or the whole model with quantize_annotate_model first.")
 
     def clone_layer(layer):
-        return _fresh_copy(layer.layer if isinstance(layer, QuantizeAnnotate) else layer)
+        return model_tree.fresh_copy(layer.layer if isinstance(layer, QuantizeAnnotate) else layer)
 
-    plain = wrapping.clone_layers(model, clone_layer)
+    plain = model_tree.clone_layers(model, clone_layer)
     return _apply(plain, annotated, preserve_sparsity, name_prefix)
 
 
@@ -244,10 +244,6 @@ def uncovered_layers(model):
             continue
         out.append((layer.name, type(layer).__name__))
     return out
-
-
-def _fresh_copy(layer):
-    return layer.__class__.from_config(layer.get_config())
 
 
 def _check_model(model, what):
@@ -353,7 +349,7 @@ def _apply(model, only, preserve_sparsity, name_prefix="quant_"):
 
     def clone_layer(layer):
         name = layer.name
-        new = _fresh_copy(layer)
+        new = model_tree.fresh_copy(layer)
         if not wanted(name):
             return new
         if name in folded:
@@ -374,7 +370,7 @@ def _apply(model, only, preserve_sparsity, name_prefix="quant_"):
             return new  # softmax/sigmoid/tanh: fixed output range in TFLite
         return QuantizeWrapper(new, quantize_output=True, quantize_inputs=fed_by_input, name=f"{name_prefix}{name}")
 
-    qat = wrapping.clone_layers(model, clone_layer)
+    qat = model_tree.clone_layers(model, clone_layer)
     new_by_name = {}
     for layer in qat.layers:
         inner = layer.layer if isinstance(layer, QuantizeWrapper) else layer

@@ -13,9 +13,13 @@ needs `input_shape=` to be counted.
 
 from __future__ import annotations
 
+import copy
+
+import keras
 import numpy as np
 
 from kprune.core import checks
+from kprune.structured.graph import model_nodes
 
 __all__ = ["count_flops", "count_params", "layer_widths", "width_report"]
 
@@ -25,8 +29,6 @@ def _prod(values):
 
 
 def _layer_macs(layer, in_shape, out_shape, key_len=None):
-    import keras  # noqa: PLC0415
-
     L = keras.layers
     name = type(layer).__name__
     if not isinstance(layer, L.Layer):
@@ -69,10 +71,6 @@ def _layer_macs(layer, in_shape, out_shape, key_len=None):
 
 
 def _unknown_dims(model):
-    import keras  # noqa: PLC0415
-
-    from kprune.structured.graph import model_nodes  # noqa: PLC0415
-
     for node in model_nodes(model):
         if not isinstance(node.operation, keras.layers.Layer):
             continue
@@ -84,10 +82,6 @@ def _unknown_dims(model):
 
 def _with_input_shape(model, input_shape):
     """The model's graph rebuilt for a static input shape (weights not copied)."""
-    import copy  # noqa: PLC0415
-
-    import keras  # noqa: PLC0415
-
     shapes = input_shape
     if not shapes or not isinstance(shapes[0], (list, tuple)):
         shapes = [shapes] * len(model.inputs)
@@ -107,10 +101,6 @@ def _with_input_shape(model, input_shape):
 
 
 def _per_layer_flops(model):
-    import keras  # noqa: PLC0415
-
-    from kprune.structured.graph import model_nodes  # noqa: PLC0415
-
     out = {}
     for node in model_nodes(model):
         layer = node.operation
@@ -171,8 +161,6 @@ def count_params(model):
     >>> count_params(model) == model.count_params()
     True
     """
-    import keras  # noqa: PLC0415
-
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"count_params needs a Keras model or layer, got {checks.describe(model)}.")
     return int(sum(_prod(tuple(v.shape)) for v in model.weights))
@@ -208,8 +196,6 @@ def width_report(before, after, print_fn=None, input_shape=None):
     Example:
     >>> print(width_report(model, pruned))
     """
-    import keras  # noqa: PLC0415
-
     for name, model in (("before", before), ("after", after)):
         if not isinstance(model, keras.Model):
             raise TypeError(f"width_report: {name} must be a keras.Model, got {checks.describe(model)}.")

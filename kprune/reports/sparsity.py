@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from kprune.core.masking import DENSE_LAYOUT, Layout
+from kprune.core.model_tree import all_layers, find_wrappers
 from kprune.core.wrapper import PruneWrapper, is_prunable, prunable_weights, weight_path
 from kprune.utils.table import format_table
 
@@ -108,16 +109,13 @@ def weight_rows(model):
     """`(label, variable, value, layout)` for every prunable weight of `model`:
     first the pruned ones (`PruneWrapper`s and `PrunedModel` groups, labelled
     by layer name or path), then any other prunable layer's weights."""
-    from kprune.core.wrapping import find_wrappers  # noqa: PLC0415
-
     for masked in find_wrappers(model) if isinstance(model, keras.layers.Layer) else []:
         if not getattr(masked, "built", True):
             continue
         for w, m, layout in zip(masked.prunable_weights, masked.masks, masked.layouts):
             value = keras.ops.convert_to_numpy(w) * keras.ops.convert_to_numpy(m)
             yield masked.label, w, value, layout
-    layers = [model] if not isinstance(model, keras.Model) else list(
-        model._flatten_layers(include_self=False))
+    layers = [model] if not isinstance(model, keras.Model) else all_layers(model)
     for layer in layers:
         if isinstance(layer, keras.layers.Layer) and not isinstance(layer, PruneWrapper) \
                 and is_prunable(layer) and layer.built:

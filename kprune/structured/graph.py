@@ -35,7 +35,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from kprune.core.wrapping import find_wrappers
+from kprune.core.model_tree import find_wrappers, is_graph_model
 from kprune.structured import handlers as handlers_lib
 
 __all__ = ["DependencyGraph", "Group", "Member", "model_nodes", "check_graph_model",
@@ -245,20 +245,20 @@ class _Ctx:
         naming the layer does not reach it.
         """
         owner = self.owner if part is None else f"{self.owner}/{part}"
-        return self._g._fresh(int(n), owner)
+        return self._g._fresh(int(n), owner)  # noqa: SLF001 - same module
 
     def union(self, a, b):
         """Ties ids `a[i]` and `b[i]`: they are removed together."""
-        self._g._union(a, b)
+        self._g._union(a, b)  # noqa: SLF001 - same module
 
     def freeze(self, ids, reason):
         """These channels may not be removed, because of `reason`."""
-        self._g._freeze(ids, reason)
+        self._g._freeze(ids, reason)  # noqa: SLF001 - same module
 
     def approximate(self, ids, reason):
         """Removing these channels changes the kept ones a little (statistics)."""
         for i in np.asarray(ids).tolist():
-            self._g._approx.setdefault(i, reason)
+            self._g._approx.setdefault(i, reason)  # noqa: SLF001 - same module
 
     def inner(self, name, ids):
         """Declares a hidden axis of the layer (e.g. attention heads)."""
@@ -547,15 +547,6 @@ class DependencyGraph:
             for name, why in self.unknown_layers.items():
                 lines.append(f"  {name}: {why}")
         return "\n".join(lines)
-
-
-def is_graph_model(op):
-    """True for a functional or Sequential `keras.Model` (its graph can be read)."""
-    if not isinstance(op, keras.Model):
-        return False
-    from keras.src.models.functional import Functional  # noqa: PLC0415
-
-    return isinstance(op, (Functional, keras.Sequential))
 
 
 def _accepts(fn, name):

@@ -810,7 +810,7 @@ class BidirectionalHandler(LayerHandler):
             if gates is None:
                 raise Unsupported(f"wraps {type(rnn).__name__}, not LSTM/GRU/SimpleRNN")
             h = RNNHandler(gates)
-            h._check(rnn)
+            h._check(rnn)  # noqa: SLF001 - same module
             handlers.append(h)
         return handlers
 

@@ -22,15 +22,22 @@ Built in:
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
-from kprune.core import checks
+from kprune.core import calibration, checks
+from kprune.core.hessian import obd_scores
+from kprune.core.masking import lamp_scores
 
 __all__ = [
     "Importance",
     "MagnitudeImportance",
     "BNScaleImportance",
     "TaylorImportance",
+    "HessianImportance",
+    "FPGMImportance",
+    "LAMPImportance",
+    "RandomImportance",
     "get_importance",
 ]
 
@@ -164,45 +171,27 @@ class TaylorImportance(Importance):
         if loss is not None and not isinstance(loss, str) and not callable(loss):
             raise TypeError(f"loss must be a Keras loss name, instance or callable, got {checks.describe(loss)}.")
         self.x, self.y, self.loss = x, y, loss
+        self._inputs = xs[0] if len(xs) == 1 else xs
         self.batch_size = checks.check_int("batch_size", batch_size, lo=1)
         self.roles = _check_roles(roles)
         self._grads = {}
         self._model_id = None
 
     def _compute(self, model):
-        import keras  # noqa: PLC0415
-
-        from kprune import backend  # noqa: PLC0415
-
-        loss = self.loss
-        if loss is None:
-            loss = getattr(model, "loss", None)
-            if loss is None:
-                raise ValueError(
-                    "TaylorImportance: pass loss=... (e.g. "
-                    "'sparse_categorical_crossentropy'); the model is not compiled."
-                )
-        loss_fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-        sparse = (isinstance(loss, str) and loss.replace("_", "").lower() == "sparsecategoricalcrossentropy") or (
-            isinstance(loss, keras.losses.SparseCategoricalCrossentropy))
-        if sparse and self.y is not None and len(model.outputs) == 1 and model.outputs[0].shape[-1]:
+        loss_fn = calibration.resolve_loss(model, self.loss, caller="TaylorImportance")
+        if (calibration.label_form(model, self.loss) == "sparse" and self.y is not None
+                and len(model.outputs) == 1 and model.outputs[0].shape[-1]):
             checks.check_labels("TaylorImportance y", self.y, int(model.outputs[0].shape[-1]))
         variables = list(model.trainable_weights)
-        totals = [np.zeros(tuple(v.shape), np.float64) for v in variables]
-        xs = self.x if isinstance(self.x, (list, tuple)) else [self.x]
-        n = len(xs[0])
+        batches = calibration.as_batches((self._inputs, self.y), batch_size=self.batch_size,
+                                         targets="optional", model=model, name="TaylorImportance data")
+
         def objective(xb, yb):
-            pred = model(xb if len(xb) > 1 else xb[0], training=False)
+            pred = model(xb, training=False)
             value = loss_fn(pred) if yb is None else loss_fn(yb, pred)
             return keras.ops.sum(value)
 
-        run = backend.grad_fn(objective, variables, compiled=False)
-        for start in range(0, n, self.batch_size):
-            xb = [np.asarray(a[start:start + self.batch_size]) for a in xs]
-            yb = None if self.y is None else np.asarray(self.y[start:start + self.batch_size])
-            _, grads = run(xb, yb)
-            for t, g in zip(totals, grads):
-                t += np.asarray(g, np.float64)
+        totals = calibration.gradient_sum(objective, variables, batches)
         self._grads = {id(v): t for v, t in zip(variables, totals)}
         self._model_id = id(model)
 
@@ -222,35 +211,6 @@ class TaylorImportance(Importance):
 
     def __repr__(self):
         return f"TaylorImportance(n={len(self.x) if not isinstance(self.x, (list, tuple)) else len(self.x[0])})"
-
-
-def get_importance(identifier):
-    """Returns an importance callable from a name or a callable.
-
-    Args:
-        identifier: `"l1"`, `"l2"`, `"bn_scale"` (alias `"bn"`), or any
-            callable `group -> scores`. `"taylor"` needs data: pass a
-            `TaylorImportance(x, y, loss)` instance.
-    """
-    if callable(identifier):
-        return identifier
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key == "l1":
-            return MagnitudeImportance(p=1)
-        if key == "l2":
-            return MagnitudeImportance(p=2)
-        if key in ("bn", "bn_scale", "slimming"):
-            return BNScaleImportance()
-        if key == "taylor":
-            raise ValueError(
-                "importance='taylor' needs data: pass "
-                "importance=TaylorImportance(x, y, loss=...)."
-            )
-    raise (ValueError if isinstance(identifier, str) else TypeError)(
-        f"importance must be 'l1', 'l2', 'bn_scale', a TaylorImportance(...) or a "
-        f"callable group -> scores; got {identifier!r}."
-    )
 
 
 # --------------------------------------------------------------------------
@@ -286,8 +246,6 @@ class HessianImportance(Importance):
         self._model_id = None
 
     def _compute(self, model):
-        from kprune.methods.criteria import obd_scores  # noqa: PLC0415
-
         variables = list(model.trainable_weights)
         scores = obd_scores(model, variables, self.x, self.y, self.loss,
                             method=self.method, samples=self.samples)
@@ -376,8 +334,6 @@ class LAMPImportance(Importance):
         self._norm = MagnitudeImportance(p=p)
 
     def __call__(self, group):
-        from kprune.core.masking import lamp_scores  # noqa: PLC0415
-
         s = self._norm(group)
         return None if s is None else lamp_scores(s)
 
@@ -406,14 +362,24 @@ class RandomImportance(Importance):
         return f"RandomImportance(seed={self.seed!r})"
 
 
-__all__ += ["HessianImportance", "FPGMImportance", "LAMPImportance", "RandomImportance"]
+#: The data-free criteria by name, for `get_importance`.
+_BY_NAME = {
+    "l1": lambda: MagnitudeImportance(p=1),
+    "l2": lambda: MagnitudeImportance(p=2),
+    "bn": BNScaleImportance,
+    "bn_scale": BNScaleImportance,
+    "slimming": BNScaleImportance,
+    "fpgm": FPGMImportance,
+    "lamp": LAMPImportance,
+    "random": RandomImportance,
+}
 
-#: Names of the appended criteria for `get_importance` (data-free ones).
-_MORE_IMPORTANCES = {"fpgm": FPGMImportance, "lamp": LAMPImportance, "random": RandomImportance}
-_get_builtin_importance = get_importance
+#: The criteria that need data, by name: what to pass instead.
+_NEED_DATA = {"taylor": "TaylorImportance", "hessian": "HessianImportance",
+              "obd": "HessianImportance"}
 
 
-def get_importance(identifier):  # noqa: F811 - extends the one above
+def get_importance(identifier):
     """Returns an importance callable from a name or a callable.
 
     Args:
@@ -421,20 +387,28 @@ def get_importance(identifier):  # noqa: F811 - extends the one above
             `"lamp"`, `"random"`, or any callable `group -> scores`.
             `"taylor"` and `"hessian"` need data: pass
             `TaylorImportance(x, y, loss)` / `HessianImportance(x, y, loss)`.
+
+    Returns:
+        A callable `group -> scores`.
+
+    Example:
+    >>> get_importance("l2")
+    MagnitudeImportance(p=2)
     """
+    if callable(identifier):
+        return identifier
     if isinstance(identifier, str):
         key = identifier.lower()
-        if key in _MORE_IMPORTANCES:
-            return _MORE_IMPORTANCES[key]()
-        if key in ("hessian", "obd"):
+        if key in _BY_NAME:
+            return _BY_NAME[key]()
+        if key in _NEED_DATA:
+            cls = _NEED_DATA[key]
             raise ValueError(
-                "importance='hessian' needs data: pass "
-                "importance=HessianImportance(x, y, loss=...)."
+                f"importance={identifier!r} needs data: pass "
+                f"importance={cls}(x, y, loss=...)."
             )
-        if key not in ("l1", "l2", "bn", "bn_scale", "slimming", "taylor"):
-            raise ValueError(
-                f"importance must be 'l1', 'l2', 'bn_scale', 'fpgm', 'lamp', 'random', "
-                f"a TaylorImportance(...) / HessianImportance(...) or a callable "
-                f"group -> scores; got {identifier!r}."
-            )
-    return _get_builtin_importance(identifier)
+    raise (ValueError if isinstance(identifier, str) else TypeError)(
+        f"importance must be 'l1', 'l2', 'bn_scale', 'fpgm', 'lamp', 'random', "
+        f"a TaylorImportance(...) / HessianImportance(...) or a callable "
+        f"group -> scores; got {identifier!r}."
+    )

@@ -7,7 +7,9 @@ turns a plan into a thinner (or a channel-zeroed) model.
 from __future__ import annotations
 
 import dataclasses
-import numbers
+
+from kprune.core import checks
+from kprune.utils.table import format_table
 
 
 __all__ = ["PruningPlan", "check_ratio"]
@@ -16,8 +18,6 @@ __all__ = ["PruningPlan", "check_ratio"]
 def check_ratio(value, name):
     """Validates a pruning ratio in [0, 1); returns it as a float (see
     `kprune.core.checks.check_sparsity`: numpy numbers accepted, bools refused)."""
-    from kprune.core import checks  # noqa: PLC0415
-
     return checks.check_sparsity(name, value, what="channels")
 
 
@@ -71,8 +71,6 @@ class PruningPlan:
 
     def report(self):
         """A per-layer before/after width table, the notes and approximate groups."""
-        from kprune.utils.table import format_table  # noqa: PLC0415
-
         rows = []
         for path, (b, a) in self.widths.items():
             layer_type = self.graph.layer_types.get(path, "?")

@@ -17,7 +17,8 @@ import keras
 import numpy as np
 
 from kprune.structured import handlers as handlers_lib
-from kprune.structured.graph import accepts_argument, is_graph_model
+from kprune.core.model_tree import leaf_layer_paths
+from kprune.structured.graph import accepts_argument
 
 __all__ = ["sliced_weights", "build_thin_model", "build_masked_model", "channel_masks"]
 
@@ -149,19 +150,6 @@ def _drop_build_configs(config):
             _drop_build_configs(v)
 
 
-def _leaf_layers(model, prefix=""):
-    out = {}
-    for layer in model.layers:
-        path = prefix + layer.name
-        if is_graph_model(layer):
-            sub = _leaf_layers(layer, path + "/")
-            if sub:
-                out.update(sub)
-                continue
-        out[path] = layer
-    return out
-
-
 def _get(model, path):
     target = model
     for part in path.split("/"):
@@ -178,7 +166,7 @@ def _rebuild(model, weights, configs, custom_objects=None):
             f"(e.g. a KerasHub backbone), not the layer graph, so a thinner layer cannot be "
             f"described. Rebuild it as a plain functional model first: "
             f"`keras.Model(model.inputs, model.outputs)`.")
-    layers = _leaf_layers(model)
+    layers = leaf_layer_paths(model)
     custom = {}
     _edit(config, "", configs, layers, custom)
     # The live classes of custom layers (e.g. keras.applications' LayerScale):

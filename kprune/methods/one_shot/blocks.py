@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune.core import wrapping as prune_lib
+from kprune.core import checks, model_tree
 from kprune.methods.one_shot.capture import (
     StopForward, capture_inputs, first_argument, intercept, run_model)
 from kprune.methods.one_shot.kernel_views import kernel_view, to_numpy
@@ -41,8 +41,8 @@ def find_units(model, ignore):
     Raises:
         ValueError: a name in `ignore` is not a layer of the model.
     """
-    ignore = prune_lib._normalize_ignore(ignore)
-    leaves = prune_lib._leaf_layers(model)
+    ignore = checks.normalize_ignore(ignore)
+    leaves = model_tree.leaf_layers(model)
     candidates, left_dense, names = [], [], set()
     for leaf in leaves:
         for layer in leaf._flatten_layers(include_self=True):
@@ -113,7 +113,7 @@ def find_blocks(model):
         found = find_blocks(backbone)
         if found:
             return found
-    if not prune_lib._is_functional(model):
+    if not model_tree.is_graph_model(model):
         return []
     composite = [
         layer for layer in model.layers

@@ -18,7 +18,7 @@ import inspect
 import keras
 import numpy as np
 
-from kprune.core import wrapping as prune_lib
+from kprune.core import model_tree
 from kprune.methods.one_shot.kernel_views import to_numpy
 
 __all__ = ["StopForward", "intercept", "capture_inputs", "layer_inputs", "sub_model",
@@ -223,7 +223,7 @@ def layer_inputs(model, layer, batches, stop_early=True):
 
 def sub_model(model, layer):
     """`keras.Model(model.inputs, layer.input)`, for a layer of its graph."""
-    if not prune_lib._is_functional(model) and not isinstance(model, keras.Sequential):
+    if not model_tree.is_graph_model(model) and not isinstance(model, keras.Sequential):
         return None
     if layer not in model.layers or len(layer._inbound_nodes) != 1:
         return None

@@ -32,8 +32,7 @@ import warnings
 import keras
 import numpy as np
 
-from kprune.core import checks, masking
-from kprune.core import wrapping as prune_lib
+from kprune.core import checks, masking, model_tree
 from kprune.methods.one_shot.blocks import Plan, discover, find_blocks, find_units, groups
 from kprune.methods.one_shot.capture import BlockInputs, calibration_batches, statistics
 from kprune.methods.one_shot.checkpoint import Checkpoint
@@ -434,13 +433,13 @@ def _report(model, config, masks, left_dense, unwrapped, n_batches, verbose):
 
 
 def _check_model(model):
-    prune_lib._check_model(model, "prune_post_training")
+    model_tree.check_clonable(model, "prune_post_training")
     if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
         raise TypeError(
             f"prune_post_training takes a model, got the layer '{model.name}'; "
             f"wrap it in a keras.Sequential([keras.Input(...), layer])."
         )
-    if prune_lib.find_wrappers(model):
+    if model_tree.find_wrappers(model):
         raise ValueError(
             f"Model '{model.name}' is already pruned (it contains PruneWrapper "
             f"layers). Call kprune.strip_pruning(model) first to re-prune it."

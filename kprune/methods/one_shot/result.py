@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune.core import wrapping as prune_lib
+from kprune.core import model_tree
 from kprune.core.pruned_model import PrunedModel, copy_model, prunable_layer_tree, tree_index
 from kprune.core.wrapper import PruneWrapper, assign_masks, is_prunable, prunable_weights
 
@@ -106,7 +106,7 @@ def apply_updates(model, updates, with_unwrapped=False):
     if updates_nested_layers(model, updates):
         pruned = apply_in_tree(model, updates)
         return (pruned, []) if with_unwrapped else pruned
-    leaves = prune_lib._leaf_layers(model)
+    leaves = model_tree.leaf_layers(model)
     where = {}
     for leaf in leaves:
         for index, variable in enumerate(leaf.weights):
@@ -124,12 +124,12 @@ def apply_updates(model, updates, with_unwrapped=False):
             unwrapped.append(path)
 
     def clone_layer(layer):
-        new = prune_lib._fresh_copy(layer)
+        new = model_tree.fresh_copy(layer)
         return PruneWrapper(new, pruning_schedule=None) if id(layer) in wrap else new
 
-    clone = prune_lib._clone(model, clone_layer)
+    clone = model_tree.clone_layers(model, clone_layer)
     by_name = {}
-    for leaf in prune_lib._leaf_layers(clone):
+    for leaf in model_tree.leaf_layers(clone):
         by_name[(leaf.layer if isinstance(leaf, PruneWrapper) else leaf).name] = leaf
     for leaf in leaves:
         if not any(v.path in updates for v in leaf.weights):
@@ -158,8 +158,8 @@ def apply_updates(model, updates, with_unwrapped=False):
 
 def path_map(model, work):
     """`{id(work variable): path of the matching variable of model}`."""
-    old = prune_lib._leaf_layers(model)
-    new = {l.name: l for l in prune_lib._leaf_layers(work)}
+    old = model_tree.leaf_layers(model)
+    new = {l.name: l for l in model_tree.leaf_layers(work)}
     out = {}
     for leaf in old:
         for a, b in zip(leaf.weights, new[leaf.name].weights):

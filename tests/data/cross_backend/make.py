@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
     os.path.abspath(__file__))))))
 
 import kprune  # noqa: E402
-from kprune.core.wrapping import find_wrappers  # noqa: E402
+from kprune.core.model_tree import find_wrappers  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEDULE = dict(initial_sparsity=0.0, final_sparsity=0.75, begin_step=0, end_step=6, frequency=2)
