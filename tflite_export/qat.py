@@ -23,7 +23,6 @@ import warnings
 
 import numpy as np
 
-from kprune import quantization
 from tflite_export._runtime import session
 from tflite_export._source import load_checked, schema
 
@@ -47,6 +46,10 @@ def check_model(model, quantize, representative_data=None):
         ValueError: a model quantized by Keras' `model.quantize`, or a QAT
             model exported with another `quantize` mode than `"int8"`.
     """
+    # kprune.quantization imports Keras: imported here, so that importing
+    # tflite_export (e.g. for `kprune export --help`) does not.
+    from kprune import quantization  # noqa: PLC0415
+
     quantization.check_not_keras_quantized(model, "tflite_export.convert")
     if not quantization.is_quantization_aware(model):
         return False

@@ -166,7 +166,7 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
     # -- the model check ------------------------------------------------------
 
     def ensure_model_supports_pruning(self, model):
-        check_graph_model(model, type(self).__name__)
+        check_graph_model(model, type(self).__name__, allow_wrappers=True)
         graph = _Graph(model)
         starts = self._find_starts(graph)
         ends = self._find_ends(graph)

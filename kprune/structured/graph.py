@@ -42,8 +42,16 @@ __all__ = ["DependencyGraph", "Group", "Member", "model_nodes", "check_graph_mod
            "resolve_layers", "accepts_argument", "is_graph_model"]
 
 
-def check_graph_model(model, what="Channel pruning"):
-    """Raises a clear error unless `model` is a built functional/Sequential model."""
+def check_graph_model(model, what="Channel pruning", allow_wrappers=False):
+    """Raises a clear error unless `model` is a built functional/Sequential model.
+
+    Args:
+        model: the model to read.
+        what: the caller's name, for the messages.
+        allow_wrappers: True for callers that only read the graph (the
+            XNNPACK policy choosing layers of a model that already holds
+            pruned layers); channel pruning needs them stripped first.
+    """
     if not isinstance(model, keras.Model):
         raise TypeError(f"{what} needs a keras.Model, got {type(model).__name__}.")
     from keras.src.models.functional import Functional  # noqa: PLC0415
@@ -66,7 +74,7 @@ def check_graph_model(model, what="Channel pruning"):
             f"Start a Sequential model with keras.Input(shape=...) (or call "
             f"model.build on a Sequential with known input shape)."
         )
-    wrapped = [m.label for m in find_wrappers(model)]
+    wrapped = [] if allow_wrappers else [m.label for m in find_wrappers(model)]
     if wrapped:
         shown = ", ".join(repr(n) for n in wrapped[:5]) + (", ..." if len(wrapped) > 5 else "")
         raise ValueError(
@@ -88,7 +96,7 @@ def model_nodes(model):
         A list of `keras.src.ops.node.Node`, inputs first. InputLayer nodes are
         skipped.
     """
-    check_graph_model(model, "Reading the graph")
+    check_graph_model(model, "Reading the graph", allow_wrappers=True)
     order, seen = [], set()
     stack = [(t, False) for t in reversed(model.outputs)]
     while stack:

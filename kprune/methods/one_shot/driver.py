@@ -216,7 +216,8 @@ def prune_post_training(
     else:
         order = plan.order if batches else [(u, i) for i, u in enumerate(units)]
         counts = plan.counts if batches else {id(u): 1 for u in units}
-        with Progress(len(units), config.method, verbose=verbose, unit="layer") as bar:
+        with Progress(len(units), f"prune_post_training ({config.method})", verbose=verbose,
+                      unit="layer") as bar:
             _run_whole(work, order, counts, batches, pruner, bar)
 
     unwrapped = []
@@ -330,7 +331,8 @@ def _run_blocks(work, plan, batches, pruner, ckpt, verbose):
     method = pruner.config.method
     n = len(plan.blocks)
     steps = n + bool(plan.pre) + bool(plan.post)
-    with Progress(steps, f"{method} block by block", verbose=verbose, unit="block") as bar:
+    with Progress(steps, f"prune_post_training ({method}, block by block)", verbose=verbose,
+                  unit="block") as bar:
         if plan.pre:
             _run_whole(work, plan.pre, plan.counts, batches, pruner, _Null())
             bar.update(1)
