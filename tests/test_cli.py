@@ -80,6 +80,8 @@ def _run(args, **kw):
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     env.pop("KPRUNE_VERBOSE", None)
+    # An in-process `--verbose` run earlier in the session sets this one too.
+    env.pop("TFLITE_EXPORT_WORKER_STDERR", None)
     return subprocess.run([sys.executable, "-m", "kprune"] + args, capture_output=True, text=True,
                           timeout=300, env=env, cwd=ROOT, **kw)
 

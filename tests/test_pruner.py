@@ -9,6 +9,7 @@ the model's one `MaskAssigner` (kprune/wrapper.py):
 * the stored weights stay exactly zero where the masks are zero.
 """
 
+import contextlib
 import logging
 import os
 
@@ -38,6 +39,21 @@ def _model(seed=0):
 
 def _numpy(v):
     return keras.ops.convert_to_numpy(v)
+
+
+@contextlib.contextmanager
+def _tensorflow_logs_visible():
+    """TensorFlow's Python logger at WARNING and propagating to the root
+    (where caplog listens), whatever earlier tests or imports set."""
+    tf_logger = logging.getLogger("tensorflow")
+    level, propagate = tf_logger.level, tf_logger.propagate
+    tf_logger.setLevel(logging.WARNING)
+    tf_logger.propagate = True
+    try:
+        yield
+    finally:
+        tf_logger.setLevel(level)
+        tf_logger.propagate = propagate
 
 
 def test_repeated_updates_trace_the_assign_once(caplog):
