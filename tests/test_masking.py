@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune.core import masking  # noqa: E402
+from kprune.core import masking, selection  # noqa: E402
 from kprune.core.masking import NM, Block, Channel, Layout, Unstructured  # noqa: E402
 from kprune.core.model_tree import find_wrappers  # noqa: E402
 
@@ -533,7 +533,7 @@ def test_nm_schedule_not_ending_at_the_pattern_warns():
 
 
 def _reference_top_k(arrays, k):
-    flat = np.concatenate([masking._clean(a).reshape(-1) for a in arrays])
+    flat = np.concatenate([selection.clean_scores(a).reshape(-1) for a in arrays])
     keep = np.zeros(flat.size, bool)
     keep[np.argsort(-flat, kind="stable")[:k]] = True
     out, offset = [], 0
@@ -547,7 +547,7 @@ def _reference_top_k(arrays, k):
 @pytest.mark.parametrize("fraction", [0.03, 0.2, 0.5, 0.97])
 def test_large_selection_equals_stable_argsort(case, fraction):
     rng = np.random.default_rng(hash(case) % 2**32)
-    n = 4 * masking._DIRECT_SELECTION + 12345  # takes the sampled path
+    n = 4 * selection.DIRECT_SELECTION + 12345  # takes the sampled path
     if case == "normal":
         x = rng.normal(size=n)
     elif case == "pruned_zeros":
@@ -646,7 +646,7 @@ def test_hinted_selection_on_large_tensors_and_a_wrong_hint():
     # Above the direct-selection size, with a hint that is far off (it is
     # widened, then abandoned for the sampled bracket), and one that is exact.
     rng = np.random.default_rng(3)
-    n = 4 * masking._DIRECT_SELECTION + 777
+    n = 4 * selection.DIRECT_SELECTION + 777
     x = np.abs(rng.standard_normal(n)).astype(np.float32)
     x[rng.random(n) < 0.7] = 0.0
     for value, width in ((1e6, 0.0), (-5.0, 1e-9), (0.3, 1e-4), (0.0, 0.0)):
