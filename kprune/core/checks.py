@@ -577,3 +577,19 @@ def normalize_ignore(ignore):
                 f"ignore takes layer names (str) or Keras layer classes, got {item!r}."
             )
     return {"names": names, "types": tuple(types)}
+
+
+def check_layer_list(layers, caller="prune_low_magnitude"):
+    """Raises TypeError unless every item of `layers` is a Keras layer (not a model).
+
+    Args:
+        layers: the list the caller got.
+        caller: the public name, for the message.
+    """
+    for i, layer in enumerate(layers):
+        if isinstance(layer, keras.Model) or not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                f"{caller}: item {i} of the list is "
+                f"{type(layer).__name__}; a list holds Keras layers only "
+                f"(prune a model by passing it on its own)."
+            )

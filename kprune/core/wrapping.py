@@ -269,13 +269,8 @@ def _prune_list(layers, pruning_schedule, granularity, scope):
     Every item is checked before any is wrapped, so a bad item leaves nothing
     half-done.
     """
+    checks.check_layer_list(layers, "prune_low_magnitude")
     for i, layer in enumerate(layers):
-        if isinstance(layer, keras.Model) or not isinstance(layer, keras.layers.Layer):
-            raise TypeError(
-                f"prune_low_magnitude: item {i} of the list is "
-                f"{type(layer).__name__}; a list holds Keras layers only "
-                f"(prune a model by passing it on its own)."
-            )
         if isinstance(layer, PruneWrapper):
             raise ValueError(
                 f"prune_low_magnitude: item {i} of the list, layer "

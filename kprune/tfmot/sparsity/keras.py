@@ -378,13 +378,8 @@ def _prune_layer(layer, schedule, granularity, **kwargs):
 
 def _check_list(layers):
     """tfmot's list rules, checked for every item before any is wrapped."""
-    for i, layer in enumerate(layers):
-        if isinstance(layer, keras.Model) or not isinstance(layer, keras.layers.Layer):
-            raise TypeError(
-                f"prune_low_magnitude: item {i} of the list is "
-                f"{type(layer).__name__}; a list holds Keras layers only "
-                f"(prune a model by passing it on its own)."
-            )
+    _checks.check_layer_list(layers, "prune_low_magnitude")
+    for layer in layers:
         if not (isinstance(layer, (_wrapper.PruneWrapper, keras.layers.InputLayer))
                 or _wrapper.is_prunable(layer) or type(layer) in _NO_MASK_TYPES):
             _wrapper.prunable_weights(layer)  # raises the descriptive error
